@@ -1,0 +1,161 @@
+"""What the network predicts, and the training loss that teaches it.
+
+Three parametrisations of the same variance-preserving diffusion
+``x_t = alpha_t x_0 + sigma_t eps`` are supported:
+
+``"eps"``
+    The network predicts the noise (Ho et al. 2020; the paper, eq. 11).
+``"v"``
+    The network predicts ``v = alpha_t eps - sigma_t x_0`` (Salimans & Ho 2022).
+``"edm"``
+    EDM preconditioning (Karras et al. 2022) in the scaled variable
+    ``x / alpha_t``, whose noise level is ``s = sigma_t / alpha_t``: the
+    network sees ``c_in x`` and its output ``F`` gives the denoised image
+    ``D = c_skip x + c_out F`` with ``c_skip = d^2 / (s^2 + d^2)``,
+    ``c_out = s d / sqrt(s^2 + d^2)``, ``c_in = 1 / sqrt(s^2 + d^2)``
+    (``d`` = ``sigma_data``); training draws ``ln s`` from a normal
+    distribution.
+
+Whatever the parametrisation, `Denoiser` returns the same two things to the
+samplers: the denoised image ``x0_hat`` and the implied noise ``eps_hat``.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from .samplers import randn_like
+
+__all__ = ["OBJECTIVES", "Denoiser", "training_loss"]
+
+OBJECTIVES = ("eps", "v", "edm")
+
+
+class Denoiser:
+    """A network plus a schedule and a parametrisation: ``(x_t, t) -> (x0_hat, eps_hat)``.
+
+    Parameters
+    ----------
+    net : `torch.nn.Module`
+        Called as ``net(x, t)`` with ``t`` the (fractional) timestep.
+    schedule : `~astro_sbgm.diffusion.DiffusionSchedule`
+        The noise schedule.
+    objective : {"eps", "v", "edm"}
+        What the network predicts.
+    clip_x0 : bool
+        Clip ``x0_hat`` to [-1, 1] (the data range) before it is used.
+    sigma_data : float
+        Standard deviation of the data for the EDM preconditioning.
+    """
+
+    def __init__(self, net, schedule, objective="eps", clip_x0=True, sigma_data=0.5):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; known: {OBJECTIVES}")
+        self.net = net
+        self.schedule = schedule
+        self.objective = objective
+        self.clip_x0 = clip_x0
+        self.sigma_data = float(sigma_data)
+        self.nfe = 0
+
+    def _coefs(self, t, x):
+        t = torch.as_tensor(t, dtype=torch.float64)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        alpha, sigma = self.schedule.alpha_sigma(t)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        return (t.to(torch.float32).to(x.device),
+                alpha.to(x.dtype).to(x.device).reshape(shape),
+                sigma.to(x.dtype).to(x.device).reshape(shape))
+
+    def raw(self, x, t):
+        """The network output and the preconditioned pieces, for training."""
+        t32, alpha, sigma = self._coefs(t, x)
+        if self.objective == "edm":
+            s = sigma / alpha
+            d = self.sigma_data
+            c_in = 1.0 / torch.sqrt(s ** 2 + d ** 2)
+            out = self.net(x / alpha * c_in, t32)
+        else:
+            out = self.net(x, t32)
+        return out, alpha, sigma
+
+    def __call__(self, x, t):
+        """Return ``(x0_hat, eps_hat)`` for noisy images ``x`` at timesteps ``t``."""
+        self.nfe += 1
+        out, alpha, sigma = self.raw(x, t)
+        out = out.to(x.dtype)
+        if self.objective == "eps":
+            x0 = (x - sigma * out) / alpha
+        elif self.objective == "v":
+            x0 = alpha * x - sigma * out
+        else:
+            s = sigma / alpha
+            d = self.sigma_data
+            xs = x / alpha
+            x0 = d ** 2 / (s ** 2 + d ** 2) * xs + s * d / torch.sqrt(s ** 2 + d ** 2) * out
+        if self.clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+        eps = (x - alpha * x0) / sigma
+        return x0, eps
+
+
+def training_loss(denoiser, x0, generator=None, loss="l2", min_snr_gamma=None,
+                  edm_p_mean=-1.2, edm_p_std=1.2):
+    """One Monte-Carlo estimate of the training loss on a batch.
+
+    Parameters
+    ----------
+    denoiser : `Denoiser`
+        The model (its ``objective`` decides the target).
+    x0 : `torch.Tensor`
+        Clean images in [-1, 1], ``(n, band, y, x)``.
+    generator : `torch.Generator`, optional
+        Random numbers for the timesteps and the noise (drawn on the CPU, so a
+        run is reproducible whatever the device).
+    loss : {"l2", "l1"}
+        The per-pixel loss; ``"l2"`` is eq. 11 of the paper.
+    min_snr_gamma : float, optional
+        Min-SNR-gamma weighting (Hang et al. 2023): each sample's loss is
+        weighted by ``min(SNR, gamma) / SNR`` (eps), ``min(SNR, gamma) /
+        (SNR + 1)`` (v).  Not used with ``"edm"``, which has its own weighting.
+    edm_p_mean, edm_p_std : float
+        The log-normal distribution of ``sigma/alpha`` for ``"edm"``.
+
+    Returns
+    -------
+    `torch.Tensor`
+        The scalar loss.
+    """
+    sched = denoiser.schedule
+    n = x0.shape[0]
+    noise = randn_like(x0, generator)
+    if denoiser.objective == "edm":
+        ln_s = torch.randn(n, generator=generator, dtype=torch.float64) * edm_p_std + edm_p_mean
+        t = sched.t_from_log_snr(-2.0 * ln_s)
+    else:
+        t = torch.randint(0, sched.T, (n,), generator=generator).to(torch.float64)
+    x_t = sched.q_sample(x0, t, noise)
+    out, alpha, sigma = denoiser.raw(x_t, t)
+    if denoiser.objective == "eps":
+        target = noise
+    elif denoiser.objective == "v":
+        target = alpha * noise - sigma * x0
+    else:
+        s = sigma / alpha
+        d = denoiser.sigma_data
+        c_skip = d ** 2 / (s ** 2 + d ** 2)
+        c_out = s * d / torch.sqrt(s ** 2 + d ** 2)
+        target = (x0 - c_skip * (x_t / alpha)) / c_out
+    if loss == "l2":
+        per = F.mse_loss(out.float(), target.float(), reduction="none")
+    elif loss == "l1":
+        per = F.l1_loss(out.float(), target.float(), reduction="none")
+    else:
+        raise ValueError(f"unknown loss {loss!r}; use 'l2' or 'l1'")
+    per = per.mean(dim=tuple(range(1, per.ndim)))
+    if min_snr_gamma is not None and denoiser.objective != "edm":
+        snr = (alpha / sigma).reshape(-1).float() ** 2
+        w = torch.clamp(snr, max=float(min_snr_gamma))
+        w = w / snr if denoiser.objective == "eps" else w / (snr + 1)
+        per = per * w
+    return per.mean()

@@ -1,0 +1,351 @@
+"""Samplers: one reverse-process loop, many update rules.
+
+Every sampler runs through `reverse_process`, which walks a grid of
+(fractional) timesteps from noisy to clean.  A sampler is only an update rule
+from one grid point to the next (`Sampler.step`); inpainting, domain transfer
+and any other conditioning plug in through the ``guidance`` hook, which may
+change ``x`` after every step.  A grid that goes *up* in time between two
+points (RePaint-style resampling) is honoured by re-noising with the forward
+process, so resampling schedules reuse the same loop too.
+
+Notation: ``alpha = sqrt(alpha_bar_t)``, ``sigma = sqrt(1 - alpha_bar_t)``,
+``lambda = log(alpha / sigma)``.  ``t_next = None`` means the clean image
+(``alpha = 1``, ``sigma = 0``).
+
+Samplers
+--------
+``"ddpm"``
+    The paper's ancestral sampler (Ho et al. 2020, eq. 12 of the paper) with
+    ``sigma_t^2 = beta_t`` (``variance="beta"``) or the posterior variance
+    (``variance="posterior"``); on a sub-grid ``beta`` is the effective
+    ``1 - alpha_bar_t / alpha_bar_s`` between the two grid points.
+``"ddim"``
+    Song et al. (2021); ``eta=0`` is deterministic.
+``"dpmpp-2m"``
+    DPM-Solver++(2M), Lu et al. (2022), data prediction, multistep.
+``"euler"``, ``"heun"``
+    First- and second-order (Karras et al. 2022) solvers of the
+    probability-flow ODE in ``x / alpha`` against ``sigma / alpha``.
+"""
+
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ["SAMPLERS", "Sampler", "get_sampler", "make_grid", "reverse_process", "GRIDS",
+           "randn_like"]
+
+GRIDS = ("uniform", "quadratic", "karras")
+
+
+def randn_like(x, generator):
+    """Standard normal noise shaped like ``x``, drawn on the CPU.
+
+    ``generator`` may be one `torch.Generator` or a list with one generator
+    per sample of the batch; with a list, sample ``i`` gets the same noise
+    whatever else is in its batch, so results do not depend on batching.
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+        noise = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=torch.float32)
+                             for g in generator])
+    else:
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
+    return noise.to(x.device, x.dtype)
+
+
+class Sampler:
+    """Base class of an update rule.  Subclasses implement `step`.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    min_steps : int
+        Smallest usable number of grid points.
+    stochastic : bool
+        Whether the rule draws fresh noise.
+    evals_per_step : int
+        Network evaluations per step (the last step may use fewer).
+    """
+
+    name = "base"
+    min_steps = 1
+    stochastic = False
+    evals_per_step = 1
+
+    def __init__(self, **options):
+        if options:
+            raise TypeError(f"sampler {self.name!r} takes no option(s) {sorted(options)}")
+
+    def reset(self):
+        """Forget multistep history (called at the start and after a jump up)."""
+
+    def step(self, denoiser, x, t, t_next, generator):
+        """Advance ``x`` from ``t`` to ``t_next``; return ``(x_next, x0_hat)``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+def _as(schedule, t):
+    """alpha, sigma at t (None = clean) as python floats."""
+    if t is None:
+        return 1.0, 0.0
+    a, s = schedule.alpha_sigma(torch.tensor(float(t)))
+    return float(a), float(s)
+
+
+class DDPMSampler(Sampler):
+    """Ancestral sampling (the paper's reference sampler)."""
+
+    name = "ddpm"
+    stochastic = True
+
+    def __init__(self, variance="beta"):
+        if variance not in ("beta", "posterior"):
+            raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
+        self.variance = variance
+
+    def step(self, denoiser, x, t, t_next, generator):
+        x0, _ = denoiser(x, t)
+        if t_next is None:
+            return x0, x0
+        a, s = _as(denoiser.schedule, t)
+        an, sn = _as(denoiser.schedule, t_next)
+        abar, abar_n = a * a, an * an
+        beta = 1.0 - abar / abar_n
+        # posterior mean of q(x_s | x_t, x_0)
+        c0 = an * beta / (1.0 - abar)
+        ct = math.sqrt(abar / abar_n) * (1.0 - abar_n) / (1.0 - abar)
+        mean = c0 * x0 + ct * x
+        var = beta if self.variance == "beta" else beta * (1.0 - abar_n) / (1.0 - abar)
+        return mean + math.sqrt(var) * randn_like(x, generator), x0
+
+
+class DDIMSampler(Sampler):
+    """DDIM; ``eta`` = 0 deterministic, 1 ancestral-like."""
+
+    name = "ddim"
+
+    def __init__(self, eta=0.0):
+        if not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
+        self.eta = float(eta)
+        self.stochastic = self.eta > 0
+
+    def step(self, denoiser, x, t, t_next, generator):
+        x0, eps = denoiser(x, t)
+        if t_next is None:
+            return x0, x0
+        a, s = _as(denoiser.schedule, t)
+        an, sn = _as(denoiser.schedule, t_next)
+        c = self.eta * math.sqrt(max(sn ** 2 / s ** 2 * (1.0 - a ** 2 / an ** 2), 0.0))
+        out = an * x0 + math.sqrt(max(sn ** 2 - c ** 2, 0.0)) * eps
+        if c > 0:
+            out = out + c * randn_like(x, generator)
+        return out, x0
+
+
+class DPMSolverPP2M(Sampler):
+    """DPM-Solver++(2M): second-order multistep in log-SNR, data prediction."""
+
+    name = "dpmpp-2m"
+    min_steps = 2
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self._prev = None  # (x0_hat, h) of the previous step
+
+    def step(self, denoiser, x, t, t_next, generator):
+        x0, _ = denoiser(x, t)
+        if t_next is None:
+            self.reset()
+            return x0, x0
+        a, s = _as(denoiser.schedule, t)
+        an, sn = _as(denoiser.schedule, t_next)
+        h = math.log(an / sn) - math.log(a / s)
+        d = x0
+        if self._prev is not None:
+            x0_prev, h_prev = self._prev
+            r = h_prev / h
+            d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
+        out = (sn / s) * x - an * math.expm1(-h) * d
+        self._prev = (x0, h)
+        return out, x0
+
+
+class EulerSampler(Sampler):
+    """Euler steps of the probability-flow ODE in ``x / alpha`` vs ``sigma / alpha``."""
+
+    name = "euler"
+
+    def step(self, denoiser, x, t, t_next, generator):
+        x0, eps = denoiser(x, t)
+        if t_next is None:
+            return x0, x0
+        a, s = _as(denoiser.schedule, t)
+        an, sn = _as(denoiser.schedule, t_next)
+        # d(x/alpha)/d(sigma/alpha) = eps
+        out = an * (x / a + (sn / an - s / a) * eps)
+        return out, x0
+
+
+class HeunSampler(Sampler):
+    """Heun's second-order method (Karras et al. 2022, Algorithm 1, deterministic)."""
+
+    name = "heun"
+    evals_per_step = 2
+
+    def step(self, denoiser, x, t, t_next, generator):
+        x0, eps = denoiser(x, t)
+        if t_next is None:
+            return x0, x0
+        a, s = _as(denoiser.schedule, t)
+        an, sn = _as(denoiser.schedule, t_next)
+        ds = sn / an - s / a
+        xs_next = x / a + ds * eps
+        x0_n, eps_n = denoiser(an * xs_next, t_next)
+        out = an * (x / a + ds * 0.5 * (eps + eps_n))
+        return out, x0
+
+
+SAMPLERS = {cls.name: cls for cls in (DDPMSampler, DDIMSampler, DPMSolverPP2M, EulerSampler,
+                                       HeunSampler)}
+
+
+def get_sampler(name, **options):
+    """Instantiate a sampler by name.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the known ones).
+    """
+    if isinstance(name, Sampler):
+        return name
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; known samplers: {sorted(SAMPLERS)}")
+    return SAMPLERS[name](**options)
+
+
+def make_grid(schedule, steps, kind="uniform", t_start=None, rho=7.0, sigma_max=80.0):
+    """A decreasing grid of (fractional) timesteps for a sampler.
+
+    Parameters
+    ----------
+    schedule : `~astro_sbgm.diffusion.DiffusionSchedule`
+        The schedule (gives ``T`` and the noise levels).
+    steps : int
+        Number of grid points (network evaluations for first-order samplers).
+    kind : {"uniform", "quadratic", "karras"}
+        Uniform in ``t``; quadratic in ``t`` (denser near the data); or the
+        Karras et al. (2022) grid, uniform in ``(sigma/alpha)^(1/rho)``.
+    t_start : float, optional
+        First (noisiest) timestep; ``T - 1`` by default.  Inpainting and
+        domain transfer start lower.
+    rho : float
+        Exponent of the Karras grid.
+    sigma_max : float
+        Largest ``sigma / alpha`` of the Karras grid (80 as in Karras et
+        al.); the grid starts at the timestep of that noise level when it is
+        below ``t_start`` (at ``sigma/alpha = 80`` the image is 99.99% noise).
+
+    Returns
+    -------
+    `numpy.ndarray`
+        float64 timesteps, strictly decreasing, ending at 0.
+
+    Raises
+    ------
+    ValueError
+        For ``steps`` < 1 or more than the schedule's length, or an unknown kind.
+    """
+    T = schedule.T
+    t_start = float(T - 1 if t_start is None else t_start)
+    if not 0 <= t_start <= T - 1:
+        raise ValueError(f"t_start must lie in [0, {T - 1}], got {t_start}")
+    steps = int(steps)
+    if steps < 1 or steps > T:
+        raise ValueError(f"steps must lie in [1, {T}] (the schedule's length), got {steps}")
+    if steps == 1:
+        return np.array([t_start])
+    u = np.linspace(1.0, 0.0, steps)
+    if kind == "uniform":
+        grid = np.linspace(t_start, 0.0, steps)
+    elif kind == "quadratic":
+        grid = t_start * u ** 2
+    elif kind == "karras":
+        lam = schedule.log_snr(torch.tensor([t_start, 0.0]))
+        s_max, s_min = torch.exp(-0.5 * lam).tolist()
+        s_max = min(s_max, float(sigma_max))
+        s = (s_max ** (1 / rho) + (1 - u) * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+        grid = schedule.t_from_log_snr(-2.0 * torch.log(torch.from_numpy(s))).numpy()
+        grid[-1] = 0.0
+    else:
+        raise ValueError(f"unknown grid {kind!r}; known: {GRIDS}")
+    if np.any(np.diff(grid) >= 0):
+        raise ValueError(f"{steps} grid points do not fit in {t_start:g} timesteps with the "
+                         f"{kind!r} grid; use fewer steps")
+    return grid
+
+
+@torch.inference_mode()
+def reverse_process(denoiser, x, times, sampler="dpmpp-2m", generator=None, guidance=None,
+                    progress=False, **options):
+    """Run the reverse process from noisy ``x`` at ``times[0]`` to a clean image.
+
+    Parameters
+    ----------
+    denoiser : `~astro_sbgm.diffusion.Denoiser`
+        The model.
+    x : `torch.Tensor`
+        The start, ``x`` at ``times[0]`` (pure noise for unconditional sampling).
+    times : sequence of float
+        Timesteps visited in order; the loop ends with a step to the clean
+        image.  A point larger than its predecessor is a jump *up*, done by
+        re-noising with the forward process (RePaint resampling).
+    sampler : str or `Sampler`
+        The update rule (see `SAMPLERS`); ``options`` go to its constructor.
+    generator : `torch.Generator` or list of `torch.Generator`, optional
+        CPU generator(s) for every random draw (one per sample makes each
+        sample independent of the batch it is drawn in; see `randn_like`).
+    guidance : callable, optional
+        ``guidance(x_next, t_next, x0_hat) -> x_next``, called after every
+        step (``t_next`` is None after the last step).  Inpainting uses it to
+        put the known pixels back.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    x0 : `torch.Tensor`
+        The clean sample.
+    nfe : int
+        Network evaluations used.
+    """
+    rule = get_sampler(sampler, **options)
+    rule.reset()
+    times = [float(t) for t in times]
+    if len(times) < rule.min_steps:
+        raise ValueError(f"sampler {rule.name!r} needs at least {rule.min_steps} steps, "
+                         f"got {len(times)}")
+    start_nfe = denoiser.nfe
+    nxt = times[1:] + [None]
+    for t, t_next in tqdm(list(zip(times, nxt)), disable=not progress, desc=rule.name,
+                          leave=False):
+        if t_next is not None and t_next > t:
+            # jump up: x_{t_next} ~ q(x_{t_next} | x_t)
+            a, s = _as(denoiser.schedule, t)
+            an, sn = _as(denoiser.schedule, t_next)
+            r = an / a
+            x = r * x + math.sqrt(max(sn ** 2 - (r * s) ** 2, 0.0)) * randn_like(x, generator)
+            rule.reset()
+            continue
+        x, x0 = rule.step(denoiser, x, t, t_next, generator)
+        if guidance is not None:
+            x = guidance(x, t_next, x0)
+    return x, denoiser.nfe - start_nfe

@@ -1,0 +1,612 @@
+"""`GalaxyDiffusion`: a diffusion model of galaxy images with a scikit-learn-like API.
+
+The estimator takes and returns astropy objects; the network, the diffusion
+and the device stay inside it::
+
+    from astro_sbgm import GalaxyDiffusion
+    from astro_sbgm.datasets import make_mock_legacy_survey
+
+    train = make_mock_legacy_survey(200, size=32, seed=1)
+    model = GalaxyDiffusion(image_size=32, bands="grz", dim=16)
+    model.fit(train, steps=500)
+    fakes = model.sample(16, seed=0)           # list of CCDData in nanomaggies
+    model.save("run/model")                    # safetensors + JSON, never a pickle
+    model = GalaxyDiffusion.load("run/model")
+"""
+
+import inspect
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import astropy.units as u
+from astropy.nddata import CCDData
+from safetensors.torch import load_file, save_file
+
+from ._version import __version__
+from .bands import parse_bands
+from .diffusion import (DiffusionSchedule, Denoiser, OBJECTIVES, GRIDS, get_sampler, make_grid,
+                        reverse_process)
+from .io import AstroSBGMInputWarning, make_tan_wcs, read_images, select_bands, to_model_grid
+from .nn import UNet
+from .preprocessing import FluxScaler
+from .training import Trainer, atomic_write_text, latest_checkpoint
+
+__all__ = ["GalaxyDiffusion", "NotFittedError", "PRESETS"]
+
+MODEL_FORMAT = "astro_sbgm model"
+
+#: Named hyper-parameter sets.  ``"paper"`` is the method of Smith, Geach et
+#: al. (2022): the paper's U-Net at width 64 with attention at every level,
+#: noise prediction with the L2 loss of eq. 11, a cosine schedule of 1000
+#: steps (as the released models), clip to [0, A] with A from k-means and a
+#: linear map (eq. 13), batch 56.
+PRESETS = {
+    "paper": dict(dim=64, dim_mults=(1, 2, 4, 8), attention_levels=None, schedule="cosine",
+                  timesteps=1000, objective="eps", loss="l2", min_snr_gamma=None,
+                  scaling="linear", flux_lower=0.0, flux_upper="kmeans", batch_size=56),
+}
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The model was used before `GalaxyDiffusion.fit` or `GalaxyDiffusion.load`."""
+
+
+def _resolve_device(device):
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _sample_generators(seed, start, n):
+    """One CPU generator per sample; sample ``i`` always gets the same stream."""
+    gens = []
+    for i in range(start, start + n):
+        state = np.random.SeedSequence([int(seed), int(i)]).generate_state(2, dtype=np.uint32)
+        gens.append(torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))
+    return gens
+
+
+class GalaxyDiffusion:
+    """A denoising diffusion model of multi-band galaxy images.
+
+    All arguments are hyper-parameters; nothing is computed until `fit`.
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the square cutouts the model works on, in pixels (32 to 256;
+        a multiple of ``2 ** (len(dim_mults) - 1)``).
+    bands : str or sequence of str
+        The bands, in order (``"grz"``).
+    pixel_scale : float
+        Arcsec per pixel of the model grid (0.262 for the Legacy Surveys).
+        Inputs on another grid are reprojected onto it.
+    dim, dim_mults, attention_levels
+        Width, per-level width multipliers and per-level attention of the
+        U-Net (`astro_sbgm.nn.UNet`).
+    schedule : {"cosine", "linear"}
+        Noise schedule.
+    timesteps : int
+        Length ``T`` of the diffusion (1000 in the paper).
+    objective : {"eps", "v", "edm"}
+        What the network predicts (see `astro_sbgm.diffusion.objectives`).
+    loss : {"l2", "l1"}
+        Per-pixel training loss.
+    min_snr_gamma : float or None
+        Min-SNR loss weighting.
+    scaling : {"asinh", "linear"}
+        Flux stretch before the [-1, 1] map (`astro_sbgm.preprocessing.FluxScaler`).
+    flux_lower, flux_upper : float or "kmeans"
+        Clip interval in nanomaggies; ``flux_upper="kmeans"`` estimates it the
+        paper's way from the training set.
+    flux_softening : float
+        Softening of the asinh stretch in nanomaggies.
+    batch_size : int
+        Training batch size.
+    learning_rate : float
+        Adam learning rate.
+    lr_warmup : int
+        Steps of linear learning-rate warm-up.
+    grad_clip : float or None
+        Gradient-norm clip.
+    ema_halflife : float
+        Half-life of the weight average in training images (see
+        `astro_sbgm.training.EMA`).
+    ema_rampup : float or None
+        The half-life never exceeds this fraction of the images seen.
+    augment : bool
+        Random flips and 90-degree rotations during training.
+    device : str
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ...
+    seed : int
+        Seed of the initial weights and of the training randomness.
+
+    Attributes
+    ----------
+    net_ : `astro_sbgm.nn.UNet`
+        The trained network (raw weights).
+    ema_net_ : `astro_sbgm.nn.UNet`
+        The weight average (used by default for sampling).
+    scaler_ : `astro_sbgm.preprocessing.FluxScaler`
+        The fitted flux scaling.
+    schedule_ : `astro_sbgm.diffusion.DiffusionSchedule`
+        The noise schedule.
+    n_steps_ : int
+        Optimizer steps taken.
+    history_ : list of float
+        Training loss per step.
+    """
+
+    def __init__(self, image_size=64, bands="grz", pixel_scale=0.262, dim=32,
+                 dim_mults=(1, 2, 4, 8), attention_levels=None, schedule="cosine",
+                 timesteps=1000, objective="eps", loss="l2", min_snr_gamma=None,
+                 scaling="asinh", flux_lower=-0.05, flux_upper=100.0, flux_softening=0.05,
+                 batch_size=16, learning_rate=2e-4, lr_warmup=100, grad_clip=1.0,
+                 ema_halflife=20_000, ema_rampup=0.1, augment=True, device="auto", seed=0):
+        self.image_size = image_size
+        self.bands = bands
+        self.pixel_scale = pixel_scale
+        self.dim = dim
+        self.dim_mults = dim_mults
+        self.attention_levels = attention_levels
+        self.schedule = schedule
+        self.timesteps = timesteps
+        self.objective = objective
+        self.loss = loss
+        self.min_snr_gamma = min_snr_gamma
+        self.scaling = scaling
+        self.flux_lower = flux_lower
+        self.flux_upper = flux_upper
+        self.flux_softening = flux_softening
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.lr_warmup = lr_warmup
+        self.grad_clip = grad_clip
+        self.ema_halflife = ema_halflife
+        self.ema_rampup = ema_rampup
+        self.augment = augment
+        self.device = device
+        self.seed = seed
+
+    # ------------------------------------------------------------------ params
+    @classmethod
+    def _param_names(cls):
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep=True):
+        """The hyper-parameters, as in scikit-learn."""
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params):
+        """Set hyper-parameters, as in scikit-learn; returns ``self``."""
+        names = self._param_names()
+        for k, v in params.items():
+            if k not in names:
+                raise ValueError(f"unknown parameter {k!r} for GalaxyDiffusion; valid "
+                                 f"parameters are {names}")
+            setattr(self, k, v)
+        return self
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """A model with a named hyper-parameter set (`PRESETS`), plus overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def __repr__(self):
+        defaults = {k: p.default for k, p in inspect.signature(type(self).__init__)
+                    .parameters.items() if k != "self"}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k]]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def _json_params(self):
+        out = {}
+        for k, v in self.get_params().items():
+            out[k] = list(v) if isinstance(v, tuple) else v
+        out["bands"] = list(parse_bands(self.bands))
+        return out
+
+    def _validate(self):
+        self.bands_ = parse_bands(self.bands)
+        size = int(self.image_size)
+        if not 16 <= size <= 512:
+            raise ValueError(f"image_size must lie in [16, 512] pixels, got {self.image_size}")
+        factor = 2 ** (len(tuple(self.dim_mults)) - 1)
+        if size % factor:
+            raise ValueError(f"image_size={size} is not divisible by {factor} = 2 ** "
+                             f"(len(dim_mults) - 1); pick a multiple of {factor}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; known: {OBJECTIVES}")
+        if not float(self.pixel_scale) > 0:
+            raise ValueError(f"pixel_scale must be > 0 arcsec, got {self.pixel_scale}")
+
+    # ------------------------------------------------------------------ building blocks
+    def _build(self):
+        self._validate()
+        torch.manual_seed(int(self.seed))
+        self.net_ = UNet(in_channels=len(self.bands_), dim=int(self.dim),
+                         dim_mults=tuple(self.dim_mults),
+                         attention_levels=self.attention_levels)
+        self.schedule_ = DiffusionSchedule.from_name(self.schedule, int(self.timesteps))
+        self.scaler_ = FluxScaler(upper=self.flux_upper, lower=self.flux_lower,
+                                  stretch=self.scaling, softening=self.flux_softening)
+        self.device_ = _resolve_device(self.device)
+        self.net_.to(self.device_)
+
+    def _check_fitted(self):
+        if not hasattr(self, "net_") or not hasattr(self, "ema_net_"):
+            raise NotFittedError(f"this {type(self).__name__} has not been fitted; call "
+                                 "fit(...) or GalaxyDiffusion.load(...) first")
+
+    def prepare(self, images, bands=None):
+        """Read, check and regrid images for this model, in nanomaggies.
+
+        Parameters
+        ----------
+        images : object
+            Anything `astro_sbgm.io.read_images` accepts, or a
+            `torch.utils.data.Dataset` whose items are such images or arrays
+            ``(band, y, x)`` in nanomaggies in the model's band order.
+        bands : str, optional
+            Band names of the inputs when they do not carry them.
+
+        Returns
+        -------
+        `numpy.ndarray`
+            ``(n, band, y, x)`` float32 fluxes on the model grid; masked
+            pixels are set to 0.
+        """
+        self._validate()
+        if isinstance(images, torch.utils.data.Dataset):
+            items = [images[i] for i in range(len(images))]
+            items = [it.numpy() if isinstance(it, torch.Tensor) else it for it in items]
+            if items and all(isinstance(it, np.ndarray) for it in items):
+                images = np.stack(items)
+                bands = bands or self.bands_
+            else:
+                images = items
+        if isinstance(images, (list, tuple)) and len(images) == 0:
+            raise ValueError("the training set is empty: give at least one image")
+        ccds = read_images(images, bands=bands)
+        out = np.empty((len(ccds), len(self.bands_), self.image_size, self.image_size),
+                       np.float32)
+        n_masked = 0
+        for i, ccd in enumerate(ccds):
+            ccd = to_model_grid(select_bands(ccd, self.bands_), self.image_size,
+                                float(self.pixel_scale) * u.arcsec)
+            data = ccd.data
+            if ccd.mask is not None and ccd.mask.any():
+                n_masked += int(ccd.mask.sum())
+                data = np.where(ccd.mask, 0.0, data)
+            out[i] = data
+        if n_masked:
+            warnings.warn(f"{n_masked} masked or non-finite pixel(s) in the inputs were set to "
+                          "0 nanomaggy", AstroSBGMInputWarning)
+        return out
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, steps=1000, checkpoint_dir=None, checkpoint_every=1000, resume=False,
+            progress=True, bands=None, warm_start=False):
+        """Train the model on galaxy images.
+
+        Parameters
+        ----------
+        X : object
+            Training images: anything `astro_sbgm.io.read_images` accepts (a
+            list of CCDData, FITS paths, a directory or glob of FITS files, a
+            4-D array with ``bands=``), or a `torch.utils.data.Dataset`.
+        steps : int
+            Total optimizer steps.  With ``resume=True`` training continues
+            from the last checkpoint up to this total.
+        checkpoint_dir : str or path, optional
+            Directory for checkpoints (created; must be new, empty or an
+            earlier run's checkpoint directory).
+        checkpoint_every : int
+            Steps between checkpoints.
+        resume : bool
+            Continue from the newest checkpoint in ``checkpoint_dir``
+            (weights, EMA, optimizer, step, data order and random state).
+        progress : bool
+            Show a tqdm progress bar.
+        bands : str, optional
+            Band names of the inputs when they do not carry them.
+        warm_start : bool
+            Continue from the current weights of a fitted model instead of
+            starting afresh.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            For an empty training set, images that cannot be brought onto the
+            model grid, or a checkpoint made with other hyper-parameters.
+        FileExistsError
+            If ``checkpoint_dir`` holds files that are not checkpoints.
+        FloatingPointError
+            If the loss becomes non-finite.
+        """
+        if int(steps) < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir= (where the checkpoints are)")
+        fluxes = self.prepare(X, bands=bands)
+        continuing = warm_start and hasattr(self, "ema_net_")
+        if not continuing:
+            self._build()
+        config = {"params": self._json_params(), "scaler": None}
+        record = latest_checkpoint(checkpoint_dir) if resume else None
+        if record is not None:
+            saved = json.loads(Path(record).read_text()).get("config") or {}
+            if saved.get("params") != config["params"]:
+                diff = sorted(k for k in config["params"]
+                              if (saved.get("params") or {}).get(k) != config["params"][k])
+                raise ValueError(f"the checkpoint in {str(checkpoint_dir)!r} was made with "
+                                 f"other hyper-parameters (differing: {diff}); resume with "
+                                 "the same model or use a new checkpoint_dir")
+            self.scaler_ = FluxScaler.from_dict(saved["scaler"])
+        elif not continuing:
+            self.scaler_.fit(fluxes)
+        config["scaler"] = self.scaler_.to_dict()
+        data = torch.from_numpy(self.scaler_.transform(fluxes))
+        denoiser = Denoiser(self.net_, self.schedule_, self.objective)
+        trainer = Trainer(denoiser, data, batch_size=int(self.batch_size),
+                          lr=float(self.learning_rate), seed=int(self.seed), loss=self.loss,
+                          min_snr_gamma=self.min_snr_gamma, grad_clip=self.grad_clip,
+                          ema_halflife=float(self.ema_halflife), ema_rampup=self.ema_rampup,
+                          lr_warmup=int(self.lr_warmup), augment_data=bool(self.augment),
+                          device=self.device_)
+        if continuing:
+            trainer.ema.net.load_state_dict(self.ema_net_.state_dict())
+            trainer.step = self.n_steps_
+        if record is not None:
+            trainer.load_checkpoint(record)
+        trainer.run(int(steps), checkpoint_dir=checkpoint_dir,
+                    checkpoint_every=int(checkpoint_every), progress=progress, config=config)
+        self.net_ = trainer.net
+        self.ema_net_ = trainer.ema.net
+        self.n_steps_ = trainer.step
+        self.history_ = list(trainer.losses)
+        self.n_train_ = int(data.shape[0])
+        return self
+
+    # ------------------------------------------------------------------ sample
+    def _denoiser(self, weights="ema"):
+        self._check_fitted()
+        if weights not in ("ema", "model"):
+            raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+        net = self.ema_net_ if weights == "ema" else self.net_
+        net.eval()
+        return Denoiser(net, self.schedule_, self.objective)
+
+    def default_steps(self, sampler):
+        """Number of steps used when ``steps=None``: ``T`` for ddpm, else 20."""
+        return self.schedule_.T if sampler == "ddpm" else 20
+
+    def sample_scaled(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
+                      batch_size=64, weights="ema", progress=True, start=0, **options):
+        """Draw samples as a tensor in the network's [-1, 1] space.
+
+        Same arguments as `sample`; returns ``(tensor, info)`` where ``info``
+        holds the seed, the number of network evaluations per image and the
+        sampler settings.  ``start`` offsets the per-sample seeds, so samples
+        ``start .. start + n - 1`` of a seed can be drawn separately.
+        """
+        self._check_fitted()
+        n = int(n)
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        get_sampler(sampler, **options)  # validate name and options early
+        steps = self.default_steps(sampler) if steps is None else int(steps)
+        if grid == "auto":
+            grid = "uniform" if sampler == "ddpm" else "karras"
+        times = make_grid(self.schedule_, steps, grid)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        den = self._denoiser(weights)
+        shape = (len(self.bands_), self.image_size, self.image_size)
+        chunks, nfe = [], 0
+        for lo in range(0, n, int(batch_size)):
+            m = min(int(batch_size), n - lo)
+            gens = _sample_generators(seed, start + lo, m)
+            x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(self.device_)
+            out, used = reverse_process(den, x, times, sampler, generator=gens,
+                                        progress=progress, **options)
+            chunks.append(out.float().cpu())
+            nfe = used
+        info = {"seed": int(seed), "sampler": sampler, "steps": steps, "grid": grid,
+                "nfe": nfe, "weights": weights, "options": options}
+        return torch.cat(chunks), info
+
+    def sample(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
+               batch_size=64, weights="ema", progress=True, **options):
+        """Draw new galaxies.
+
+        Parameters
+        ----------
+        n : int
+            Number of galaxies.
+        sampler : str
+            One of `astro_sbgm.diffusion.SAMPLERS`: ``"ddpm"`` (the paper's
+            ancestral sampler), ``"ddim"``, ``"dpmpp-2m"``, ``"euler"``,
+            ``"heun"``.
+        steps : int, optional
+            Grid points; default `default_steps`.
+        grid : {"auto", "uniform", "quadratic", "karras"}
+            Step grid; ``"auto"`` is uniform for ``"ddpm"`` (the paper) and
+            Karras et al.'s grid for the others.
+        seed : int, optional
+            Galaxy ``i`` of a seed is the same whatever ``n`` and
+            ``batch_size``; None draws a seed (recorded in the output).
+        batch_size : int
+            Images per network call.
+        weights : {"ema", "model"}
+            Use the weight average (default) or the raw weights.
+        progress : bool
+            Show a progress bar.
+        **options
+            Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm).
+
+        Returns
+        -------
+        list of `~astropy.nddata.CCDData`
+            ``(band, y, x)`` in nanomaggies with a TAN WCS at the model's
+            pixel scale (a placeholder position, RA = Dec = 0), the bands in
+            ``meta`` and the sampler, steps, network evaluations, seed and
+            weights used.
+
+        Raises
+        ------
+        NotFittedError
+            If the model was never fitted or loaded.
+        ValueError
+            For an unknown sampler or grid, or a bad number of steps.
+        """
+        if grid != "auto" and grid not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r}; known: ('auto',) + {GRIDS}")
+        x, info = self.sample_scaled(n, sampler, steps, grid, seed, batch_size, weights,
+                                     progress, **options)
+        fluxes = self.scaler_.inverse_transform(x.numpy())
+        return [self._to_ccd(f, info, i) for i, f in enumerate(fluxes)]
+
+    def _to_ccd(self, flux, info, index):
+        wcs = make_tan_wcs(flux.shape[-2:], float(self.pixel_scale) * u.arcsec, 0.0, 0.0)
+        ccd = CCDData(np.asarray(flux, np.float32), unit=u.nanomaggy, wcs=wcs)
+        ccd.meta["BANDS"] = ",".join(self.bands_)
+        for i, b in enumerate(self.bands_):
+            ccd.meta[f"BAND{i}"] = b
+        ccd.meta["BUNIT"] = "nanomaggy"
+        ccd.meta["ORIGIN"] = f"astro_sbgm {__version__}"
+        ccd.meta["SIMULATD"] = (True, "generated by a diffusion model")
+        ccd.meta["SAMPLER"] = info["sampler"]
+        ccd.meta["NSTEPS"] = info["steps"]
+        ccd.meta["NFE"] = (info["nfe"], "network evaluations per image")
+        ccd.meta["SEED"] = info["seed"]
+        ccd.meta["SAMPLEID"] = (index, "index of this sample within the seed")
+        ccd.meta["WEIGHTS"] = (info["weights"], "ema = weight average, model = raw")
+        ccd.meta["TRSTEPS"] = (int(getattr(self, "n_steps_", 0)), "training steps of the model")
+        return ccd
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path, overwrite=False):
+        """Write the model to a directory: ``model.safetensors`` + ``config.json``.
+
+        Parameters
+        ----------
+        path : str or path
+            Directory (created).
+        overwrite : bool
+            Replace a model saved there before.  A directory that holds
+            anything else is never written into.
+
+        Raises
+        ------
+        FileExistsError
+            If a model is there and ``overwrite`` is False, or the directory
+            holds other files.
+        """
+        self._check_fitted()
+        path = Path(path)
+        if path.exists():
+            if not path.is_dir():
+                raise FileExistsError(f"{str(path)!r} is a file; give a directory name")
+            names = {p.name for p in path.iterdir() if not p.name.startswith(".")}
+            if names - {"config.json", "model.safetensors"}:
+                raise FileExistsError(f"{str(path)!r} holds other files "
+                                      f"({', '.join(sorted(names)[:3])}); give a new directory")
+            if names and not overwrite:
+                raise FileExistsError(f"a model is saved in {str(path)!r}; pass overwrite=True "
+                                      "to replace it")
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v for k, v in self.net_.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema_net_.state_dict().items()})
+        tmp = path / f".model.safetensors.tmp{os.getpid()}"
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata={"format": MODEL_FORMAT})
+        os.replace(tmp, path / "model.safetensors")
+        config = {"format": MODEL_FORMAT, "version": __version__,
+                  "params": self._json_params(), "unet": self.net_.to_config(),
+                  "scaler": self.scaler_.to_dict(),
+                  "schedule": self.schedule_.to_dict(),
+                  "n_steps": int(getattr(self, "n_steps_", 0)),
+                  "n_train": int(getattr(self, "n_train_", 0)),
+                  "extra": getattr(self, "extra_", {})}
+        atomic_write_text(path / "config.json", json.dumps(config, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path, device="auto"):
+        """Read a model written by `save`.
+
+        Parameters
+        ----------
+        path : str or path
+            The directory (or its ``config.json``).
+        device : str
+            Where to put the network.
+
+        Returns
+        -------
+        GalaxyDiffusion
+
+        Raises
+        ------
+        ValueError
+            If ``path`` is not a model saved by this package (a PyTorch
+            pickle checkpoint is refused: it is never unpickled).
+        FileNotFoundError
+            If it does not exist.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no model at {str(path)!r}")
+        if path.is_file():
+            if path.name == "config.json":
+                path = path.parent
+            else:
+                raise ValueError(
+                    f"{str(path)!r} is a file, not a model directory: GalaxyDiffusion.load reads "
+                    "a directory with config.json and model.safetensors written by save(). "
+                    "It never unpickles a file; a checkpoint of the paper's released code is "
+                    "read with GalaxyDiffusion.from_astroddpm().")
+        cfg_path, w_path = path / "config.json", path / "model.safetensors"
+        if not cfg_path.exists() or not w_path.exists():
+            raise ValueError(f"{str(path)!r} is not a saved astro_sbgm model (it needs "
+                             "config.json and model.safetensors)")
+        try:
+            config = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{str(cfg_path)!r} is not valid JSON ({err})") from None
+        if config.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{str(cfg_path)!r} is not an astro_sbgm model config")
+        params = dict(config["params"])
+        params["device"] = device
+        for key in ("dim_mults", "attention_levels"):
+            if isinstance(params.get(key), list):
+                params[key] = tuple(params[key])
+        model = cls(**params)
+        model._validate()
+        model.device_ = _resolve_device(device)
+        tensors = load_file(str(w_path))
+        model.net_ = UNet.from_config(config["unet"])
+        model.ema_net_ = UNet.from_config(config["unet"])
+        model.net_.load_state_dict({k[6:]: v for k, v in tensors.items()
+                                    if k.startswith("model.")})
+        model.ema_net_.load_state_dict({k[4:]: v for k, v in tensors.items()
+                                        if k.startswith("ema.")})
+        model.net_.to(model.device_)
+        model.ema_net_.to(model.device_).eval().requires_grad_(False)
+        model.scaler_ = FluxScaler.from_dict(config["scaler"])
+        model.schedule_ = DiffusionSchedule.from_dict(config["schedule"])
+        model.n_steps_ = int(config.get("n_steps", 0))
+        model.n_train_ = int(config.get("n_train", 0))
+        model.extra_ = config.get("extra", {})
+        return model
