@@ -1,0 +1,825 @@
+"""Reading, checking and writing multi-band galaxy images.
+
+Every public entry point of the package turns what the user gives it into one
+canonical form, a `~astropy.nddata.CCDData` with
+
+* data of shape ``(band, y, x)`` (float32), in nanomaggies per pixel;
+* ``.wcs`` the 2-D celestial WCS of the ``(y, x)`` plane (or `None`);
+* ``.meta['BANDS']`` the comma-separated band names (``'g,r,z'``) and
+  ``BAND0``, ``BAND1``, ... each band's name, as the Legacy Survey cutout
+  service writes them;
+* ``.mask`` (same shape, `True` = bad pixel) and ``.uncertainty`` carried
+  through where the input has them.
+
+`read_image` does this for one image, `read_images` for many; `write_image`
+writes the same layout to FITS (a data cube in the primary HDU with ``BANDn``
+and ``BUNIT`` cards, ``MASK`` and ``UNCERT`` image extensions), so that a file
+written here reads back identically.  `to_model_grid` brings an image onto a
+model's pixel grid with `reproject` (flux-conserving).
+"""
+
+import glob
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import astropy.units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, NDData, StdDevUncertainty
+from astropy.utils.exceptions import AstropyUserWarning
+from astropy.wcs import WCS, WCSHDO_P17, WCSHDO_all
+from astropy.wcs.wcs import WCSHDO_SIP
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from .bands import parse_bands
+
+__all__ = ["read_image", "read_images", "write_image", "to_model_grid",
+           "select_bands", "pixel_scale_of", "make_tan_wcs", "as_nanomaggy",
+           "AstroSBGMInputWarning"]
+
+_UNIT_ALIASES = {
+    "nanomaggy": u.nanomaggy, "nanomaggies": u.nanomaggy, "nmgy": u.nanomaggy,
+    "nanomaggy/pixel": u.nanomaggy, "nanomaggies/pixel": u.nanomaggy,
+    "maggy": u.maggy, "maggies": u.maggy,
+}
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
+# write every WCS extension (and SIP) with 17 significant digits: exact round trip
+_WCS_WRITE_RELAX = WCSHDO_all | WCSHDO_P17 | WCSHDO_SIP
+
+
+class AstroSBGMInputWarning(AstropyUserWarning):
+    """An input was accepted, but something about it was assumed or changed."""
+
+
+# --------------------------------------------------------------------------- units
+def _parse_unit(unit):
+    if unit is None or isinstance(unit, u.UnitBase):
+        return unit
+    key = str(unit).strip()
+    if key.lower().replace(" ", "") in _UNIT_ALIASES:
+        return _UNIT_ALIASES[key.lower().replace(" ", "")]
+    try:
+        return u.Unit(key)
+    except ValueError:
+        raise ValueError(f"cannot understand the unit {unit!r}; give an astropy unit "
+                         "convertible to nanomaggy (e.g. 'nanomaggy', 'maggy', 'uJy')") from None
+
+
+def as_nanomaggy(data, unit):
+    """Convert an array in ``unit`` to nanomaggies.
+
+    Maggies are converted with the AB zero point (1 maggy = 3631 Jy), so
+    spectral flux densities (Jy, erg/s/cm2/Hz) are accepted too.  A per-pixel
+    unit (``nanomaggy / pix``) is treated as a per-pixel flux.
+
+    Parameters
+    ----------
+    data : array-like
+        The values.
+    unit : str or `~astropy.units.UnitBase`
+        Their unit.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        The values in nanomaggies (float32).
+
+    Raises
+    ------
+    astropy.units.UnitConversionError
+        If the unit cannot be converted to nanomaggies.
+    """
+    unit = _parse_unit(unit)
+    if unit == u.nanomaggy:
+        return np.asarray(data, dtype=np.float32)
+    if u.pix in unit.bases:
+        # a per-pixel unit (nanomaggy / pix): the values are fluxes in one pixel
+        unit = unit * u.pix
+    try:
+        factor = (1 * unit).to_value(u.nanomaggy, u.zero_point_flux(3631 * u.Jy))
+    except u.UnitConversionError:
+        raise u.UnitConversionError(
+            f"pixel values in {unit} cannot be converted to nanomaggy; give fluxes per "
+            "pixel (nanomaggy, maggy, Jy, ...): calibrate the image first, or pass unit= "
+            "with its real flux unit") from None
+    return np.asarray(data, dtype=np.float32) * np.float32(factor)
+
+
+# --------------------------------------------------------------------------- WCS helpers
+def make_tan_wcs(shape, pixel_scale=0.262 * u.arcsec, ra=180.0, dec=0.0):
+    """A celestial TAN WCS centred on an image, north up and east left.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the image.
+    pixel_scale : `~astropy.units.Quantity` or float
+        Pixel scale (arcsec per pixel when a float).
+    ra, dec : float
+        Sky position of the image centre, degrees.
+
+    Returns
+    -------
+    `~astropy.wcs.WCS`
+    """
+    scale = u.Quantity(pixel_scale, u.arcsec).to_value(u.deg)
+    ny, nx = shape[-2:]
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.cunit = ["deg", "deg"]
+    w.wcs.crval = [float(ra), float(dec)]
+    w.wcs.crpix = [(nx + 1) / 2.0, (ny + 1) / 2.0]
+    w.wcs.cd = [[-scale, 0.0], [0.0, scale]]
+    w.pixel_shape = (nx, ny)
+    return w
+
+
+def pixel_scale_of(wcs):
+    """Mean pixel scale of a celestial WCS, in arcsec per pixel."""
+    scales = proj_plane_pixel_scales(wcs.celestial)
+    return float(np.sqrt(scales[0] * scales[1])) * 3600.0 * u.arcsec
+
+
+def _celestial(wcs):
+    if wcs is None:
+        return None
+    if not isinstance(wcs, WCS):
+        try:
+            wcs = WCS(wcs)
+        except Exception as err:  # a gwcs or APE14 object we cannot handle
+            raise TypeError(f"cannot use a WCS of type {type(wcs).__name__} ({err}); "
+                            "give an astropy.wcs.WCS") from None
+    if not wcs.has_celestial:
+        return None
+    cel = wcs.celestial
+    cel.pixel_shape = None if wcs.pixel_shape is None else wcs.pixel_shape[:2]
+    return cel
+
+
+def _wcs_from_header(header):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=fits.verify.VerifyWarning)
+        try:
+            w = WCS(header, naxis=2)
+        except Exception:
+            return None
+    if not w.has_celestial:
+        return None
+    return w.celestial
+
+
+# --------------------------------------------------------------------------- band bookkeeping
+def _bands_from_header(header, nbands):
+    """Band names recorded in a header or meta dict (any number), or None."""
+    if header is None:
+        return None
+    if "BANDS" in header and str(header["BANDS"]).strip():
+        return parse_bands(str(header["BANDS"]).strip())
+    names = []
+    while f"BAND{len(names)}" in header:
+        names.append(str(header[f"BAND{len(names)}"]).strip())
+    if names:
+        return parse_bands(names)
+    if nbands == 1:
+        for key in ("BAND", "FILTER"):
+            if key in header and str(header[key]).strip():
+                try:
+                    return parse_bands([str(header[key]).strip()])
+                except ValueError:
+                    pass
+    return None
+
+
+def _set_band_cards(meta, bands):
+    for key in [k for k in meta if str(k).upper().startswith("BAND")]:
+        if str(key).upper()[4:].isdigit() or str(key).upper() == "BAND":
+            del meta[key]
+    meta["BANDS"] = ",".join(bands)
+    for i, b in enumerate(bands):
+        meta[f"BAND{i}"] = b
+
+
+def select_bands(image, bands):
+    """Reorder (and subset) the bands of a canonical image.
+
+    Parameters
+    ----------
+    image : `~astropy.nddata.CCDData`
+        A canonical image (see the module docstring).
+    bands : str or sequence of str
+        The bands wanted, in order.
+
+    Returns
+    -------
+    `~astropy.nddata.CCDData`
+        A new image holding exactly ``bands``.
+
+    Raises
+    ------
+    ValueError
+        If one of ``bands`` is not in the image.
+    """
+    want = parse_bands(bands)
+    if "BANDS" not in image.meta:
+        raise ValueError("the image records no band names (meta['BANDS']); read it with "
+                         "astro_sbgm.io.read_image(..., bands=...) first")
+    have = parse_bands(image.meta["BANDS"])
+    if want == have:
+        return image
+    missing = [b for b in want if b not in have]
+    if missing:
+        raise ValueError(f"the image has bands {have} but band(s) {missing} are needed; "
+                         f"give an image with bands {want}")
+    idx = [have.index(b) for b in want]
+    out = CCDData(image.data[idx], unit=image.unit, wcs=image.wcs,
+                  mask=None if image.mask is None else image.mask[idx],
+                  uncertainty=None if image.uncertainty is None
+                  else StdDevUncertainty(image.uncertainty.array[idx]),
+                  meta=image.meta.copy())
+    _set_band_cards(out.meta, want)
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+def _looks_like_path(obj):
+    return isinstance(obj, (str, os.PathLike))
+
+
+def _from_hdulist(hdul, hdu):
+    if hdu is None:
+        hdu = next((i for i, h in enumerate(hdul)
+                    if getattr(h, "is_image", True) and h.name not in ("MASK", "UNCERT")
+                    and h.data is not None), None)
+        if hdu is None:
+            raise ValueError("the FITS file holds no image data (every HDU is empty or a "
+                             "table); give a file with an image HDU")
+    try:
+        main = hdul[hdu]
+    except (KeyError, IndexError):
+        names = [h.name for h in hdul]
+        raise ValueError(f"hdu={hdu!r} is not in the file, which holds HDUs {names}; give "
+                         "an index or one of these names") from None
+    mask = uncert = None
+    if "MASK" in hdul and hdul["MASK"] is not main:
+        mask = np.asarray(hdul["MASK"].data) != 0
+    if "UNCERT" in hdul and hdul["UNCERT"] is not main:
+        uhdr = hdul["UNCERT"].header
+        uarr = np.asarray(hdul["UNCERT"].data, dtype=np.float32)
+        utype = str(uhdr.get("UTYPE", "StdDevUncertainty"))
+        if utype.lower().startswith("inverse") or utype.lower() == "ivar":
+            with np.errstate(divide="ignore"):
+                uarr = np.where(uarr > 0, 1.0 / np.sqrt(uarr), np.inf).astype(np.float32)
+        uncert = uarr
+    return main.data, main.header, mask, uncert
+
+
+_SKIP_PREFIXES = ("NAXIS", "CTYPE", "CRPIX", "CRVAL", "CDELT", "CROTA", "CD1_", "CD2_",
+                  "CD3_", "PC1_", "PC2_", "PC3_", "CUNIT", "WCSAXES", "BITPIX", "SIMPLE",
+                  "EXTEND", "BUNIT", "LONPOLE", "LATPOLE", "RADESYS", "EQUINOX", "MJDREF",
+                  "DATEREF", "PCOUNT", "GCOUNT", "XTENSION", "EXTNAME", "BSCALE", "BZERO",
+                  "CHECKSUM", "DATASUM")
+
+
+def _copy_meta(header):
+    """The non-structural cards of a header or meta dict, as a new Header."""
+    out = fits.Header()
+    if header is None:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        for k, v in header.items():
+            if (isinstance(k, str) and k and k.upper() not in ("COMMENT", "HISTORY")
+                    and not k.upper().startswith(_SKIP_PREFIXES)):
+                try:
+                    out[k] = v
+                except (ValueError, TypeError, KeyError):
+                    pass
+    return out
+
+
+def _read_path(path, hdu):
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory; read the FITS files in it with "
+                         "astro_sbgm.io.read_images")
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {str(path)!r}; check the path (a glob "
+                                "pattern or a directory goes to read_images)")
+    try:
+        hdul = fits.open(path, memmap=False, mode="readonly")
+    except OSError as err:
+        raise OSError(f"cannot read {str(path)!r} as a FITS file ({err})") from None
+    with hdul:
+        data, header, mask, uncert = _from_hdulist(hdul, hdu)
+        return np.array(data), header.copy(), mask, uncert
+
+
+def _is_plane_list(obj):
+    return (isinstance(obj, (list, tuple)) and len(obj) > 0
+            and all(isinstance(p, NDData) and np.ndim(p.data) == 2 for p in obj))
+
+
+def _plane_band(plane):
+    meta = plane.meta or {}
+    return meta.get("BAND") or meta.get("FILTER")
+
+
+def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask"):
+    """Turn one image, in any supported form, into the canonical `CCDData`.
+
+    Parameters
+    ----------
+    image : str, path, HDU, HDUList, CCDData, NDData, dict, list, tuple or ndarray
+        Accepted forms:
+
+        * a path to a FITS file (the Legacy Survey cutout layout, one cube
+          with ``BAND0``, ``BAND1``, ... cards, loads with nothing else);
+        * a `~astropy.io.fits.PrimaryHDU` / `~astropy.io.fits.ImageHDU` or an
+          `~astropy.io.fits.HDUList` (``MASK`` and ``UNCERT`` extensions are
+          read when present);
+        * a `~astropy.nddata.CCDData` or `~astropy.nddata.NDData`, 2-D (one
+          band) or 3-D ``(band, y, x)``;
+        * a dict ``{band: 2-D image}`` (any 2-D form above), or a list of
+          2-D `CCDData` with a band name in ``meta['BAND']`` (or ``bands=``
+          given);
+        * a tuple ``(array, WCS)`` or ``(array, Header)``;
+        * a bare `numpy.ndarray` with ``bands=`` given.
+    bands : str or sequence of str, optional
+        Band names of the input planes, in order.  Needed when the input does
+        not carry them; when it does, they must agree.  For a dict, the bands
+        to take from it, in this order.
+    unit : str or `~astropy.units.UnitBase`, optional
+        Unit of the pixel values when the input does not carry one.  The
+        default for unit-less inputs is nanomaggy (the Legacy Survey unit).
+    wcs : `~astropy.wcs.WCS`, optional
+        WCS to attach when the input has none.
+    hdu : int or str, optional
+        Which HDU of a FITS file or HDUList holds the image (default: the
+        first with data).
+    nonfinite : {'mask', 'raise'}
+        What to do with NaN or infinite pixels: add them to the mask (and
+        set them to zero) or refuse the image.
+
+    Returns
+    -------
+    `~astropy.nddata.CCDData`
+        Shape ``(band, y, x)``, float32, unit nanomaggy, see the module
+        docstring.  The input (and a file on disk) is never modified.
+
+    Raises
+    ------
+    TypeError
+        For an input of a type not listed above.
+    ValueError
+        For empty input, a wrong number of bands, unknown band names, band
+        names that disagree with ``bands=``, or non-finite pixels with
+        ``nonfinite='raise'``.
+    astropy.units.UnitConversionError
+        If the unit cannot be converted to nanomaggy.
+    FileNotFoundError
+        For a path that does not exist.
+    """
+    if nonfinite not in ("mask", "raise"):
+        raise ValueError(f"nonfinite must be 'mask' or 'raise', got {nonfinite!r}")
+    header = None
+    mask = uncert = None
+    in_unit = unc_unit = None
+    in_wcs = None
+    data = None
+
+    if _looks_like_path(image):
+        data, header, mask, uncert = _read_path(image, hdu)
+    elif isinstance(image, fits.HDUList):
+        data, header, mask, uncert = _from_hdulist(image, hdu)
+    elif isinstance(image, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        data, header = image.data, image.header
+    elif isinstance(image, NDData):
+        data = image.data
+        in_unit = image.unit
+        in_wcs = image.wcs
+        header = dict(image.meta) if image.meta is not None else {}
+        if image.mask is not None:
+            mask = np.asarray(image.mask, dtype=bool)
+        if image.uncertainty is not None:
+            std = image.uncertainty.represent_as(StdDevUncertainty)
+            uncert = np.asarray(std.array, dtype=np.float32)
+            unc_unit = std.unit
+    elif isinstance(image, dict):
+        if not image:
+            raise ValueError("the dict of per-band images is empty; give {band: image}")
+        keys = [str(k) for k in image]
+        names = parse_bands(keys)
+        if bands is not None:
+            want = parse_bands(bands)
+            missing = [b for b in want if b not in names]
+            if missing:
+                raise ValueError(f"bands={want} asks for band(s) {missing} but the dict holds "
+                                 f"{names}; add them or drop them from bands=")
+            by_name = dict(zip(names, image.values()))
+            return _stack_planes([by_name[b] for b in want], want, unit, wcs, nonfinite)
+        return _stack_planes(list(image.values()), names, unit, wcs, nonfinite)
+    elif isinstance(image, (list, tuple)) and len(image) == 2 and isinstance(
+            image[1], (WCS, fits.Header)):
+        data = np.asarray(image[0])
+        if isinstance(image[1], fits.Header):
+            header = image[1]
+        else:
+            in_wcs = image[1]
+    elif _is_plane_list(image):
+        if bands is not None:
+            names = parse_bands(bands)
+            if len(names) != len(image):
+                raise ValueError(f"bands={names} names {len(names)} band(s) but {len(image)} "
+                                 "per-band image(s) were given; give one name per image")
+        else:
+            names = [_plane_band(p) for p in image]
+        return _stack_planes(list(image), names, unit, wcs, nonfinite)
+    elif isinstance(image, (list, tuple)) and len(image) == 0:
+        raise ValueError("no image was given (the input is an empty sequence)")
+    elif isinstance(image, np.ndarray):
+        data = image
+    else:
+        raise TypeError(
+            f"cannot read an image from a {type(image).__name__}; give a FITS path, an HDU, "
+            "an HDUList, a CCDData/NDData, a dict of per-band images, an (array, WCS) "
+            "tuple or an ndarray with bands= (many images go to read_images)")
+
+    if data is None:
+        raise ValueError("the input holds no image data")
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+        if mask is not None and mask.ndim == 2:
+            mask = mask[None]
+        if uncert is not None and uncert.ndim == 2:
+            uncert = uncert[None]
+    if data.ndim != 3:
+        hint = ("; a stack of images (n, band, y, x) goes to astro_sbgm.io.read_images"
+                if data.ndim == 4 else "")
+        raise ValueError(f"an image must be 2-D (one band) or 3-D (band, y, x); got shape "
+                         f"{data.shape}{hint}")
+    if data.size == 0:
+        raise ValueError(f"the image is empty (shape {data.shape})")
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise TypeError(f"image data must be real numbers, got dtype {data.dtype}")
+    nb = data.shape[0]
+
+    # bands
+    found = _bands_from_header(header, nb)
+    if bands is not None:
+        given = parse_bands(bands)
+        if len(given) != nb:
+            raise ValueError(f"bands={given} names {len(given)} band(s) but the image has "
+                             f"{nb} plane(s) (shape {data.shape}); give one name per plane")
+        if found is not None and found != given:
+            raise ValueError(f"bands={given} disagrees with the bands {found} recorded in "
+                             "the input; drop bands= or fix the input's BANDn cards")
+        names = given
+    elif found is not None:
+        if len(found) != nb:
+            raise ValueError(f"the input records {len(found)} band(s) {found} but has {nb} "
+                             f"plane(s) (shape {data.shape}); fix its BANDS/BANDn cards or "
+                             "pass bands= with one name per plane")
+        names = found
+    else:
+        raise ValueError(f"the band names of this {nb}-plane image are not recorded in it "
+                         f"(no BAND0..BAND{nb - 1} or BANDS keywords); pass bands=, "
+                         f"e.g. bands={'grz'[:nb] if nb <= 3 else 'grizy'[:nb]!r}")
+
+    # unit
+    if in_unit is None and header is not None and "BUNIT" in header and str(
+            header["BUNIT"]).strip():
+        in_unit = _parse_unit(header["BUNIT"])
+    if unit is not None:
+        unit = _parse_unit(unit)
+        if in_unit is not None and in_unit != unit:
+            raise ValueError(f"unit={unit} disagrees with the input's unit {in_unit}; drop "
+                             "unit= (the input's unit is used) or fix the input's unit")
+        in_unit = unit
+    if in_unit is None:
+        in_unit = u.nanomaggy
+    conv = as_nanomaggy(data, in_unit)
+    if uncert is not None:
+        uncert = as_nanomaggy(np.broadcast_to(uncert, data.shape),
+                              in_unit if unc_unit is None else unc_unit)
+
+    # WCS
+    if in_wcs is None and header is not None and not isinstance(header, dict):
+        in_wcs = _wcs_from_header(header)
+    elif in_wcs is None and isinstance(header, dict) and "CTYPE1" in header:
+        in_wcs = _wcs_from_header(fits.Header(
+            {k: v for k, v in header.items() if isinstance(k, str) and len(k) <= 8}))
+    in_wcs = _celestial(in_wcs)
+    if in_wcs is None and wcs is not None:
+        in_wcs = _celestial(wcs)
+        if in_wcs is None:
+            raise ValueError("wcs= has no celestial axes; give a celestial WCS (RA/Dec)")
+
+    # mask and non-finite pixels
+    if mask is not None:
+        try:
+            mask = np.broadcast_to(np.asarray(mask, dtype=bool), data.shape).copy()
+        except ValueError:
+            raise ValueError(f"the mask has shape {np.shape(mask)} but the image "
+                             f"{data.shape}; give a mask of the image's shape") from None
+    bad = ~np.isfinite(conv)
+    if bad.any():
+        if nonfinite == "raise":
+            raise ValueError(f"the image has {int(bad.sum())} non-finite pixel(s) of "
+                             f"{bad.size}; mask them (nonfinite='mask') or replace them")
+        mask = bad if mask is None else (mask | bad)
+        conv = np.where(bad, np.float32(0), conv)
+
+    out = CCDData(conv, unit=u.nanomaggy, wcs=in_wcs, mask=mask,
+                  uncertainty=None if uncert is None else StdDevUncertainty(uncert),
+                  meta=_copy_meta(header))
+    _set_band_cards(out.meta, names)
+    out.meta["BUNIT"] = "nanomaggy"
+    return out
+
+
+def _stack_planes(planes, names, unit, wcs, nonfinite):
+    if any(n is None for n in names):
+        raise ValueError("per-band images need band names: give a dict {band: image}, set "
+                         "meta['BAND'] on each, or pass bands=")
+    names = parse_bands([str(n) for n in names])
+    read = [read_image(p, bands=[b], unit=unit, wcs=wcs, nonfinite=nonfinite)
+            for p, b in zip(planes, names)]
+    shapes = {r.shape for r in read}
+    if len(shapes) != 1:
+        raise ValueError(f"per-band images have different shapes {sorted(shapes)}; "
+                         "reproject them onto one grid first")
+    data = np.concatenate([r.data for r in read])
+    masks = [r.mask if r.mask is not None else np.zeros(r.shape, bool) for r in read]
+    mask = np.concatenate(masks) if any(r.mask is not None for r in read) else None
+    unc = None
+    if all(r.uncertainty is not None for r in read):
+        unc = StdDevUncertainty(np.concatenate([r.uncertainty.array for r in read]))
+    first_wcs = next((r.wcs for r in read if r.wcs is not None), None)
+    meta = read[0].meta.copy()
+    for key in ("BAND", "FILTER"):
+        meta.pop(key, None)
+    out = CCDData(data, unit=u.nanomaggy, wcs=first_wcs, mask=mask, uncertainty=unc, meta=meta)
+    _set_band_cards(out.meta, names)
+    return out
+
+
+def _expand_paths(spec):
+    spec = str(spec)
+    p = Path(spec)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir()
+                       if f.is_file() and f.name.lower().endswith(_FITS_SUFFIXES))
+        if not files:
+            raise ValueError(f"the directory {spec!r} holds no FITS files "
+                             f"(looked for {', '.join(_FITS_SUFFIXES)})")
+        return files
+    if not p.exists() and any(c in spec for c in "*?["):
+        files = sorted(Path(f) for f in glob.glob(spec) if Path(f).is_file())
+        if not files:
+            raise ValueError(f"the pattern {spec!r} matches no file; check the directory "
+                             "and the pattern")
+        return files
+    return [p]
+
+
+def _separate_planes(images, bands):
+    """Whether a list of 2-D NDData is one per-band image (True) or many images."""
+    if bands is not None:
+        return len(parse_bands(bands)) == len(images)
+    names = [_plane_band(p) for p in images]
+    return len(images) > 1 and None not in names and len(set(map(str, names))) == len(names)
+
+
+def read_images(images, bands=None, unit=None, nonfinite="mask"):
+    """Read many images into a list of canonical `CCDData`.
+
+    Parameters
+    ----------
+    images : object
+        One image in any form `read_image` accepts, a list of them, a
+        directory (every FITS file in it, sorted by name), a glob pattern
+        (``"cutouts/*.fits"``), or a 4-D array ``(n, band, y, x)`` with
+        ``bands=`` given.  A list of 2-D `CCDData` is one multi-band image
+        when its band names (``bands=`` or each ``meta['BAND']``) are one per
+        element and all different, otherwise a list of single-band images.
+    bands, unit, nonfinite
+        As for `read_image`, applied to every image.
+
+    Returns
+    -------
+    list of `~astropy.nddata.CCDData`
+
+    Raises
+    ------
+    ValueError
+        If no image is found (empty list, empty directory, a pattern that
+        matches nothing), plus everything `read_image` raises.
+    """
+    def one(item):
+        return read_image(item, bands=bands, unit=unit, nonfinite=nonfinite)
+
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        out = [one(a) for a in images]
+    elif _looks_like_path(images):
+        out = [one(p) for p in _expand_paths(images)]
+    elif isinstance(images, (list, tuple)) and not (
+            len(images) == 2 and isinstance(images[1], (WCS, fits.Header))) and not (
+            _is_plane_list(images) and _separate_planes(images, bands)):
+        out = []
+        for item in images:
+            if _looks_like_path(item):
+                out.extend(one(p) for p in _expand_paths(item))
+            else:
+                out.append(one(item))
+    else:
+        out = [one(images)]
+    if not out:
+        raise ValueError("no images were given (the input is empty); give a FITS path, a "
+                         "directory, a glob pattern, or a list of images")
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+def write_image(image, path, overwrite=False):
+    """Write a canonical image to FITS in the Legacy Survey cutout layout.
+
+    The primary HDU holds the ``(band, y, x)`` cube with ``BUNIT``,
+    ``BAND0``, ``BAND1``, ... and the celestial WCS; a ``MASK`` extension
+    (uint8, 1 = bad) and an ``UNCERT`` extension (standard deviation) follow
+    when the image has them.  The file is written to a temporary name and
+    renamed, so an existing file is never left half-written.
+
+    Parameters
+    ----------
+    image : object
+        Anything `read_image` accepts (normally a canonical `CCDData`).
+    path : str or path-like
+        Output file name.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    `pathlib.Path`
+        The file written.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    image = image if _is_canonical(image) else read_image(image)
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it")
+    header = fits.Header()
+    if image.wcs is not None:
+        # 17 significant digits, so that the WCS reads back bit for bit
+        header.update(image.wcs.to_header(relax=_WCS_WRITE_RELAX))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        for k, v in _copy_meta(image.meta).items():
+            if k not in header:
+                header[k] = v
+    header["BUNIT"] = ("nanomaggy", "flux per pixel")
+    primary = fits.PrimaryHDU(np.asarray(image.data, dtype=np.float32), header=header)
+    hdus = [primary]
+    if image.mask is not None:
+        hdus.append(fits.ImageHDU(np.asarray(image.mask, dtype=np.uint8), name="MASK"))
+    if image.uncertainty is not None:
+        uh = fits.ImageHDU(np.asarray(image.uncertainty.represent_as(StdDevUncertainty).array,
+                                      dtype=np.float32), name="UNCERT")
+        uh.header["UTYPE"] = "StdDevUncertainty"
+        uh.header["BUNIT"] = "nanomaggy"
+        hdus.append(uh)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _is_canonical(image):
+    return (isinstance(image, CCDData) and image.ndim == 3 and image.unit == u.nanomaggy
+            and "BANDS" in image.meta)
+
+
+# --------------------------------------------------------------------------- model grid
+def to_model_grid(image, size, pixel_scale=0.262 * u.arcsec, rtol=1e-3):
+    """Bring a canonical image onto a model's ``size x size`` pixel grid.
+
+    An image already ``size x size`` at ``pixel_scale`` (within ``rtol``, or
+    with no WCS) is returned unchanged.  An image at ``pixel_scale`` but of
+    another size is cut (or padded) about its centre pixel-exactly, with no
+    resampling: its pixels keep their values and the WCS is shifted (when
+    the size difference is odd, the centre moves by half a pixel).  Otherwise
+    the image is reprojected with `reproject.reproject_adaptive`
+    (``conserve_flux=True``, so per-pixel fluxes keep the total flux) onto a
+    north-up TAN grid of ``size x size`` pixels at ``pixel_scale`` centred on
+    the image centre; the mask is reprojected too (a model pixel is masked
+    when any masked input pixel contributes to it).  Model pixels not covered
+    by the input are masked (and set to 0) with an `AstroSBGMInputWarning`.
+
+    Parameters
+    ----------
+    image : `~astropy.nddata.CCDData`
+        A canonical image.
+    size : int
+        The model's image size in pixels.
+    pixel_scale : `~astropy.units.Quantity`
+        The model's pixel scale.
+    rtol : float
+        Relative tolerance on the pixel scale.
+
+    Returns
+    -------
+    `~astropy.nddata.CCDData`
+
+    Raises
+    ------
+    ValueError
+        If the image has the wrong size and no celestial WCS to reproject with.
+    """
+    scale = u.Quantity(pixel_scale, u.arcsec)
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    if not scale.value > 0:
+        raise ValueError(f"pixel_scale must be > 0 arcsec, got {scale}")
+    ny, nx = image.shape[-2:]
+    if image.wcs is None:
+        if (ny, nx) == (size, size):
+            return image
+        raise ValueError(f"the image is {ny}x{nx} pixels but the model works on {size}x{size} "
+                         "and the image has no celestial WCS to reproject it with; attach a "
+                         "WCS (wcs=...) or cut it to the model size")
+    scales = proj_plane_pixel_scales(image.wcs.celestial) * 3600.0
+    same_scale = bool(np.all(np.abs(scales / scale.to_value(u.arcsec) - 1) < rtol))
+    if same_scale:
+        return image if (ny, nx) == (size, size) else _cut_or_pad(image, size)
+    from reproject import reproject_adaptive
+
+    centre = image.wcs.pixel_to_world((nx - 1) / 2.0, (ny - 1) / 2.0)
+    target = make_tan_wcs((size, size), scale, centre.icrs.ra.deg, centre.icrs.dec.deg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        data, footprint = reproject_adaptive((np.asarray(image.data, np.float64), image.wcs),
+                                             target, shape_out=(size, size),
+                                             conserve_flux=True, boundary_mode="strict")
+    uncovered = ~(footprint > 0.99) | ~np.isfinite(data)
+    out_mask = uncovered.copy()
+    if image.mask is not None and image.mask.any():
+        m, _ = reproject_adaptive((image.mask.astype(np.float64), image.wcs), target,
+                                  shape_out=(size, size), boundary_mode="strict")
+        out_mask |= np.nan_to_num(m, nan=1.0) > 0
+    data = np.where(uncovered, 0.0, data).astype(np.float32)
+    unc = None
+    if image.uncertainty is not None:
+        var, _ = reproject_adaptive((np.asarray(image.uncertainty.array, np.float64) ** 2,
+                                     image.wcs), target, shape_out=(size, size),
+                                    conserve_flux=True, boundary_mode="strict")
+        unc = StdDevUncertainty(np.sqrt(np.nan_to_num(np.abs(var))).astype(np.float32))
+    if uncovered.any():
+        warnings.warn(f"{int(uncovered[0].sum())} pixel(s) per band of the {size}x{size} model "
+                      "grid are not covered by the input image; they are set to 0 and masked",
+                      AstroSBGMInputWarning)
+    out = CCDData(data, unit=u.nanomaggy, wcs=target,
+                  mask=np.broadcast_to(out_mask, data.shape).copy() if out_mask.any() else None,
+                  uncertainty=unc, meta=image.meta.copy())
+    return out
+
+
+def _cut_or_pad(image, size):
+    """Cut or zero-pad a same-scale image to ``size x size`` about its centre."""
+    ny, nx = image.shape[-2:]
+    oy, ox = (ny - size) // 2, (nx - size) // 2   # output pixel j <-> input pixel j + o
+    ys, xs = slice(max(oy, 0), min(oy + size, ny)), slice(max(ox, 0), min(ox + size, nx))
+    yd, xd = slice(ys.start - oy, ys.stop - oy), slice(xs.start - ox, xs.stop - ox)
+    shape = (image.shape[0], size, size)
+
+    def place(arr, fill, dtype):
+        out = np.full(shape, fill, dtype=dtype)
+        out[:, yd, xd] = arr[:, ys, xs]
+        return out
+
+    covered = place(np.zeros(image.shape, bool), True, bool)   # True = not covered
+    mask = covered if image.mask is None else covered | place(image.mask, True, bool)
+    data = place(image.data, 0.0, np.float32)
+    unc = None
+    if image.uncertainty is not None:
+        unc = StdDevUncertainty(place(image.uncertainty.array, 0.0, np.float32))
+    w = image.wcs.deepcopy()
+    w.wcs.crpix = [w.wcs.crpix[0] - ox, w.wcs.crpix[1] - oy]
+    w.pixel_shape = (size, size)
+    if covered.any():
+        warnings.warn(f"the image ({ny}x{nx}) is smaller than the model grid ({size}x{size}); "
+                      f"{int(covered[0].sum())} pixel(s) per band are padded with 0 and "
+                      "masked", AstroSBGMInputWarning)
+    return CCDData(data, unit=image.unit, wcs=w, mask=mask if mask.any() else None,
+                   uncertainty=unc, meta=image.meta.copy())

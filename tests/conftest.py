@@ -1,0 +1,60 @@
+"""Shared fixtures for the astro_sbgm tests (small, in memory, seeded)."""
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+
+# The test networks are tiny: one thread is faster than several for them, and it
+# keeps the suite from fighting over the cores of a small CI machine.
+torch.set_num_threads(1)
+
+#: Legacy Survey pixel scale in degrees.
+LEGACY_SCALE_DEG = 0.262 / 3600.0
+
+
+def make_legacy_hdu(n=64, bands="grz", bunit=None, bands_card=True, seed=0):
+    """A PrimaryHDU laid out like a Legacy Survey cutout-service file.
+
+    One ``(band, y, x)`` float32 cube, a 2-axis celestial TAN WCS (CD
+    matrix) in the 3-axis header, ``BAND0``, ``BAND1``, ... cards (and
+    ``BANDS`` when ``bands_card``), ``BUNIT`` only when ``bunit`` is given.
+    The data are a round galaxy of a few nanomaggies plus sky noise.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
+    blob = np.exp(-0.5 * (xx ** 2 + yy ** 2) / 4.0 ** 2)
+    cube = np.stack([(1.0 + i) * 3.0 * blob + rng.normal(0.0, 0.01, (n, n))
+                     for i in range(len(bands))]).astype(np.float32)
+    header = fits.Header()
+    header["CTYPE1"] = "RA---TAN"
+    header["CTYPE2"] = "DEC--TAN"
+    header["CRVAL1"] = 150.1
+    header["CRVAL2"] = 2.2
+    header["CRPIX1"] = n / 2.0 + 0.5
+    header["CRPIX2"] = n / 2.0 + 0.5
+    header["CD1_1"] = -LEGACY_SCALE_DEG
+    header["CD1_2"] = 0.0
+    header["CD2_1"] = 0.0
+    header["CD2_2"] = LEGACY_SCALE_DEG
+    header["SURVEY"] = "LegacySurvey"
+    header["VERSION"] = "DR9"
+    if bands_card:
+        header["BANDS"] = bands
+    for i, b in enumerate(bands):
+        header[f"BAND{i}"] = b
+    if bunit is not None:
+        header["BUNIT"] = bunit
+    return fits.PrimaryHDU(cube, header=header)
+
+
+@pytest.fixture
+def legacy_cube():
+    """A Legacy-Survey-style 3x64x64 grz cube (PrimaryHDU) with a TAN WCS, no BUNIT."""
+    return make_legacy_hdu()
+
+
+@pytest.fixture
+def legacy_factory():
+    """The builder behind `legacy_cube`, for variants (size, bands, BUNIT, no BANDS card)."""
+    return make_legacy_hdu
