@@ -1,4 +1,8 @@
-"""Read the checkpoints released with Smith, Geach et al. (2022) into `astro_sbgm.nn.UNet`.
+"""Read the checkpoints released with Smith, Geach et al. (2022) into astro_sbgm.
+
+`load_astroddpm_checkpoint` gives the bare network (`astro_sbgm.nn.UNet`) and the schedule
+buffers; `estimator_from_astroddpm` gives a ready `astro_sbgm.GalaxyDiffusion` that samples,
+inpaints and saves like a model trained with this package.
 
 The released files (Zenodo, DOI 10.5281/zenodo.5653517) are ``torch.save`` dicts
 ``{'step': int, 'model': state_dict, 'ema': state_dict}`` whose keys carry the ``module.``
@@ -8,21 +12,44 @@ the diffusion schedule buffers (``betas``, ``alphas_cumprod``, ...). They hold o
 and ints, so they are read with ``torch.load(..., weights_only=True)`` and in no other way.
 """
 
+import copy
+import hashlib
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from astropy.utils.exceptions import AstropyUserWarning
 
+from .diffusion.schedule import DiffusionSchedule
 from .nn.unet import UNet
+from .preprocessing import FluxScaler
 
-__all__ = ["AstroddpmCheckpoint", "load_astroddpm_checkpoint"]
+__all__ = ["AstroddpmCheckpoint", "AstroddpmWarning", "load_astroddpm_checkpoint",
+           "estimator_from_astroddpm", "RELEASED_IMAGE_SIZE", "RELEASED_FLUX_UPPER",
+           "ZENODO_DOI"]
+
+#: Side in pixels of the cutouts the released PROBES and SDSS models were trained on.
+RELEASED_IMAGE_SIZE = 256
+#: Upper clip in nanomaggies of the released training code (for both data sets).
+RELEASED_FLUX_UPPER = 5.5
+#: DOI of the Zenodo record holding the released models.
+ZENODO_DOI = "10.5281/zenodo.5653517"
+_REFERENCE = "Smith, Geach et al. 2022, MNRAS 511, 1808 (arXiv:2111.01713)"
 
 _UNET_PREFIX = "denoise_fn."
 _PARALLEL_PREFIX = "module."
 _ATTENTION_HEADS = 4  # the released code: 4 heads of 32 channels (not recoverable from shapes)
+_RELEASED_BANDS = "grz"
+_RELEASED_PIXEL_SCALE = 0.262  # arcsec, the Legacy Surveys
 _EXPECTED = ("a torch.save file of a dict {'step': int, 'model': state_dict, "
              "'ema': state_dict} as released with Smith, Geach et al. (2022)")
+
+
+class AstroddpmWarning(AstropyUserWarning):
+    """Something about a released checkpoint that the user should know."""
 
 
 @dataclass
@@ -129,51 +156,27 @@ def _strip(key):
     return key[len(_PARALLEL_PREFIX):] if key.startswith(_PARALLEL_PREFIX) else key
 
 
-def load_astroddpm_checkpoint(path, weights="ema"):
-    """Load a checkpoint released with Smith, Geach et al. (2022).
-
-    The file is read only with ``torch.load(path, map_location="cpu", weights_only=True)``
-    and never modified. The U-Net architecture (``dim``, ``dim_mults``, input and output
-    channels, attention width) is inferred from the tensor shapes, with attention at every
-    level, 4 attention heads and 8 GroupNorm groups as in the released code; the weights
-    are then loaded with strict checking.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Path of the ``.pt`` checkpoint.
-    weights : {"ema", "model"}, optional
-        Load the exponential-moving-average weights (the ones the paper samples with) or the
-        raw training weights.
-
-    Returns
-    -------
-    AstroddpmCheckpoint
-        The network (eval mode, float32, on the CPU), the schedule buffers, the training step
-        and the network config.
-
-    Raises
-    ------
-    ValueError
-        If ``weights`` is not "ema" or "model"; if the file cannot be read by
-        ``torch.load(weights_only=True)`` or is not a dict holding the requested state dict;
-        if a U-Net key is missing, mis-shaped or unexpected (the message names the first such
-        key and the expected shape).
-    FileNotFoundError
-        If ``path`` does not exist.
-    """
+def _check_weights(weights):
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' (exponential moving average, as sampled in "
                          f"the paper) or 'model' (raw training weights), got {weights!r}")
+
+
+def _read_checkpoint(path):
+    """``torch.load`` the file with ``weights_only=True``; return it (any type)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}; expected {_EXPECTED}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling, zip and weights_only errors all land here
         raise ValueError(f"{path!r} could not be read with torch.load(weights_only=True) "
                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                          f"); expected {_EXPECTED}") from err
+
+
+def _unet_from_checkpoint(checkpoint, weights, path):
+    """Build the U-Net of ``checkpoint[weights]``; return ``(unet, buffers)``."""
     if not isinstance(checkpoint, dict) or weights not in checkpoint:
         found = (f"a dict with keys {sorted(map(str, checkpoint))}"
                  if isinstance(checkpoint, dict) else f"a {type(checkpoint).__name__}")
@@ -216,10 +219,206 @@ def load_astroddpm_checkpoint(path, weights="ema"):
     unet.load_state_dict({k: v.to(torch.float32) for k, v in unet_state.items()},
                          strict=True, assign=True)
     unet.eval()
+    return unet, buffers
 
+
+def _step_of(checkpoint):
     step = checkpoint.get("step", -1)
     if isinstance(step, torch.Tensor) and step.numel() == 1:
         step = step.item()
-    step = int(step) if isinstance(step, (int, float)) else -1
-    return AstroddpmCheckpoint(unet=unet, buffers=buffers, step=step,
+    return int(step) if isinstance(step, (int, float)) else -1
+
+
+def load_astroddpm_checkpoint(path, weights="ema"):
+    """Load a checkpoint released with Smith, Geach et al. (2022).
+
+    The file is read only with ``torch.load(path, map_location="cpu", weights_only=True)``
+    and never modified. The U-Net architecture (``dim``, ``dim_mults``, input and output
+    channels, attention width) is inferred from the tensor shapes, with attention at every
+    level, 4 attention heads and 8 GroupNorm groups as in the released code; the weights
+    are then loaded with strict checking.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Path of the ``.pt`` checkpoint.
+    weights : {"ema", "model"}, optional
+        Load the exponential-moving-average weights (the ones the paper samples with) or the
+        raw training weights.
+
+    Returns
+    -------
+    AstroddpmCheckpoint
+        The network (eval mode, float32, on the CPU), the schedule buffers, the training step
+        and the network config.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` is not "ema" or "model"; if the file cannot be read by
+        ``torch.load(weights_only=True)`` or is not a dict holding the requested state dict;
+        if a U-Net key is missing, mis-shaped or unexpected (the message names the first such
+        key and the expected shape).
+    FileNotFoundError
+        If ``path`` does not exist.
+
+    See Also
+    --------
+    estimator_from_astroddpm : the same file as a ready `~astro_sbgm.GalaxyDiffusion`.
+    """
+    _check_weights(weights)
+    path = os.fspath(path)
+    checkpoint = _read_checkpoint(path)
+    unet, buffers = _unet_from_checkpoint(checkpoint, weights, path)
+    return AstroddpmCheckpoint(unet=unet, buffers=buffers, step=_step_of(checkpoint),
                                config=unet.to_config(), weights=weights)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _schedule_from_buffers(buffers, path, weights):
+    """The `DiffusionSchedule` of the stored ``alphas_cumprod`` table, checked."""
+    table = buffers.get("alphas_cumprod")
+    if table is None:
+        raise ValueError(f"{path!r}['{weights}'] has no '{_PARALLEL_PREFIX}alphas_cumprod' "
+                         f"buffer, so the noise schedule the network was trained with is "
+                         f"unknown; expected {_EXPECTED}")
+    abar = table.detach().cpu().to(torch.float64).numpy()
+    if (abar.ndim != 1 or abar.size < 2 or not np.all(np.isfinite(abar))
+            or not np.all((abar > 0) & (abar < 1)) or np.any(np.diff(abar) >= 0)):
+        raise ValueError(f"{path!r}['{weights}']['{_PARALLEL_PREFIX}alphas_cumprod'] (shape "
+                         f"{tuple(abar.shape)}) is not a strictly decreasing 1-D table of "
+                         f"values in (0, 1); the checkpoint is damaged")
+    return DiffusionSchedule.from_alphas_cumprod(abar)
+
+
+def estimator_from_astroddpm(path, weights="ema", image_size=None, device="auto"):
+    """Turn a checkpoint released with Smith, Geach et al. (2022) into a `GalaxyDiffusion`.
+
+    The result is a fitted `~astro_sbgm.GalaxyDiffusion`: it samples, inpaints, transfers
+    and saves (safetensors + JSON, `~astro_sbgm.GalaxyDiffusion.save`) like a model trained
+    with this package. Its settings are those of the released code:
+
+    * bands ``"grz"`` at 0.262 arcsec per pixel (the Legacy Surveys), fluxes in nanomaggies;
+    * the U-Net width ``dim`` and ``dim_mults`` inferred from the tensor shapes (see
+      `load_astroddpm_checkpoint`);
+    * the noise schedule of the stored ``alphas_cumprod`` buffer, bit for bit
+      (`~astro_sbgm.diffusion.DiffusionSchedule.from_alphas_cumprod`), noise prediction
+      (``objective="eps"``);
+    * the flux scaling of the released code, a clip to [0, 5.5] nanomaggies mapped linearly
+      onto [-1, 1] (``FluxScaler(upper=5.5, lower=0.0, stretch="linear")``), for both the
+      PROBES and the SDSS model;
+    * ``loss="l1"``, the loss the released code trained with, which only matters if the
+      model is trained further.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.pt`` file of the Zenodo record (DOI 10.5281/zenodo.5653517). It is read only
+        with ``torch.load(weights_only=True)`` and never modified.
+    weights : {"ema", "model"}, optional
+        Which weights the model samples with by default. The chosen set goes into
+        ``ema_net_`` (what `~astro_sbgm.GalaxyDiffusion.sample` uses unless told
+        ``weights="model"``) and the file's raw training weights into ``net_``; with
+        ``"model"`` both hold the raw weights. The paper samples with ``"ema"``.
+    image_size : int, optional
+        Side of the square images the model draws, in pixels. The U-Net is fully
+        convolutional, so any multiple of ``2 ** (len(dim_mults) - 1)`` (8 for the released
+        models) in [16, 512] works, but the network only learned galaxies at the size it was
+        trained on. Default (None): `RELEASED_IMAGE_SIZE` = 256, the size of the released
+        models.
+    device : str, optional
+        ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"``, ...
+
+    Returns
+    -------
+    `~astro_sbgm.GalaxyDiffusion`
+        Fitted: ``net_``, ``ema_net_`` (eval mode), ``scaler_``, ``schedule_``, ``device_``,
+        ``bands_``, ``n_steps_`` (the training step stored in the file, 0 if none) and
+        ``extra_['astroddpm']``, a record of the source file (absolute path, SHA-256), its
+        step, the DOI and which weights went where. The record is saved with the model.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        For everything `load_astroddpm_checkpoint` refuses; if the network does not take 3
+        bands (g, r, z); if the schedule buffer ``alphas_cumprod`` is missing or damaged; if
+        the raw and averaged weights describe different networks; if ``image_size`` is not
+        usable (the message names the fix).
+
+    Warns
+    -----
+    AstroddpmWarning
+        If the file holds only the chosen weights: ``net_`` is then a copy of them.
+
+    Examples
+    --------
+    .. code-block:: python
+
+        from astro_sbgm._astroddpm import estimator_from_astroddpm
+
+        model = estimator_from_astroddpm("probes_model.pt")      # the Zenodo file
+        fakes = model.sample(4, sampler="dpmpp-2m", steps=20, seed=0)
+        model.save("probes_astro_sbgm")                           # safetensors + JSON
+    """
+    from .estimator import GalaxyDiffusion, _resolve_device  # late: estimator imports us
+
+    _check_weights(weights)
+    path = os.fspath(path)
+    if image_size is None:
+        image_size = RELEASED_IMAGE_SIZE
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
+        raise ValueError(f"image_size must be an integer number of pixels (the released "
+                         f"models use {RELEASED_IMAGE_SIZE}), got {image_size!r}")
+    checkpoint = _read_checkpoint(path)
+    chosen, buffers = _unet_from_checkpoint(checkpoint, weights, path)
+    config = chosen.to_config()
+    if config["in_channels"] != len(_RELEASED_BANDS) or config["out_channels"] != len(
+            _RELEASED_BANDS):
+        raise ValueError(f"the network in {path!r} maps {config['in_channels']} to "
+                         f"{config['out_channels']} channels; the released models take the "
+                         f"{len(_RELEASED_BANDS)} bands {_RELEASED_BANDS!r}. Use "
+                         f"load_astroddpm_checkpoint() for other networks")
+    schedule = _schedule_from_buffers(buffers, path, weights)
+
+    if weights == "model" or "model" not in checkpoint:
+        if weights == "ema":
+            warnings.warn(f"{path!r} holds no 'model' (raw) weights; net_ is a copy of the "
+                          f"'ema' weights", AstroddpmWarning)
+        raw = copy.deepcopy(chosen)
+        raw_source = weights
+    else:
+        raw, _ = _unet_from_checkpoint(checkpoint, "model", path)
+        raw_source = "model"
+        if raw.to_config() != config:
+            raise ValueError(f"the 'model' and 'ema' weights in {path!r} describe different "
+                             f"networks ({raw.to_config()} and {config}); the file is damaged")
+
+    model = GalaxyDiffusion(
+        image_size=int(image_size), bands=_RELEASED_BANDS, pixel_scale=_RELEASED_PIXEL_SCALE,
+        dim=config["dim"], dim_mults=tuple(config["dim_mults"]), attention_levels=None,
+        schedule="cosine", timesteps=schedule.T, objective="eps", loss="l1",
+        min_snr_gamma=None, scaling="linear", flux_lower=0.0,
+        flux_upper=RELEASED_FLUX_UPPER, device=device)
+    model._validate()  # bands_, and the image_size checks with the estimator's own messages
+    model.device_ = _resolve_device(device)
+    model.net_ = raw.to(model.device_).eval()
+    model.ema_net_ = chosen.to(model.device_).eval().requires_grad_(False)
+    model.scaler_ = FluxScaler(upper=RELEASED_FLUX_UPPER, lower=0.0, stretch="linear")
+    model.schedule_ = schedule
+    step = _step_of(checkpoint)
+    model.n_steps_ = max(step, 0)
+    model.extra_ = {"astroddpm": {
+        "source": os.path.abspath(path), "sha256": _sha256(path),
+        "step": step if step >= 0 else None, "weights": weights,
+        "ema_net_weights": weights, "net_weights": raw_source,
+        "doi": ZENODO_DOI, "reference": _REFERENCE}}
+    return model

@@ -143,7 +143,7 @@ class GalaxyDiffusion:
 
     def __init__(self, image_size=64, bands="grz", pixel_scale=0.262, dim=32,
                  dim_mults=(1, 2, 4, 8), attention_levels=None, schedule="cosine",
-                 timesteps=1000, objective="eps", loss="l2", min_snr_gamma=None,
+                 timesteps=1000, objective="v", loss="l2", min_snr_gamma=None,
                  scaling="asinh", flux_lower=-0.05, flux_upper=100.0, flux_softening=0.05,
                  batch_size=16, learning_rate=2e-4, lr_warmup=100, grad_clip=1.0,
                  ema_halflife=20_000, ema_rampup=0.1, augment=True, device="auto", seed=0):
@@ -191,6 +191,35 @@ class GalaxyDiffusion:
                                  f"parameters are {names}")
             setattr(self, k, v)
         return self
+
+    @classmethod
+    def from_astroddpm(cls, path, weights="ema", image_size=None, device="auto"):
+        """A ready model from a checkpoint released with the paper (Zenodo 10.5281/zenodo.5653517).
+
+        The file is read with ``torch.load(weights_only=True)`` only; see
+        `astro_sbgm._astroddpm.estimator_from_astroddpm` for what is set
+        (schedule from the stored buffers, flux clip [0, 5.5] nanomaggies,
+        bands g, r, z at 0.262"/pix).
+
+        Parameters
+        ----------
+        path : str or path
+            The released ``.pt`` file.
+        weights : {"ema", "model"}
+            Which stored weights sampling uses by default.
+        image_size : int, optional
+            Working size (256 for the released models, the default).
+        device : str
+            Where the network runs.
+
+        Returns
+        -------
+        GalaxyDiffusion
+        """
+        from ._astroddpm import estimator_from_astroddpm
+
+        return estimator_from_astroddpm(path, weights=weights, image_size=image_size,
+                                        device=device)
 
     @classmethod
     def from_preset(cls, name, **overrides):

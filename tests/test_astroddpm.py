@@ -3,11 +3,15 @@
 import hashlib
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 import pytest
 import torch
 
-from astro_sbgm._astroddpm import AstroddpmCheckpoint, load_astroddpm_checkpoint
+from astro_sbgm import GalaxyDiffusion
+from astro_sbgm._astroddpm import (AstroddpmCheckpoint, AstroddpmWarning,
+                                   estimator_from_astroddpm, load_astroddpm_checkpoint)
+from astro_sbgm.diffusion import cosine_betas
 from astro_sbgm.nn import UNet
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -158,3 +162,138 @@ def test_without_parallel_prefix(tmp_path, raw, reference):
         out = loaded.unet(torch.from_numpy(reference["x"]), torch.from_numpy(reference["t"]))
     np.testing.assert_allclose(out.numpy(), reference["eps_ema"], rtol=0,
                                atol=1e-5 * np.abs(reference["eps_ema"]).max())
+
+
+# --------------------------------------------------------------------------- the estimator
+@pytest.fixture(scope="module")
+def converted():
+    return estimator_from_astroddpm(CHECKPOINT, image_size=32, device="cpu")
+
+
+def _net_out(net, reference):
+    with torch.inference_mode():
+        return net(torch.from_numpy(reference["x"]), torch.from_numpy(reference["t"])).numpy()
+
+
+def test_estimator_matches_released_network(converted, reference):
+    model = converted
+    assert isinstance(model, GalaxyDiffusion)
+    assert model.bands_ == ("g", "r", "z") and model.pixel_scale == 0.262
+    assert model.image_size == 32 and model.dim == 8 and tuple(model.dim_mults) == (1, 2, 4, 8)
+    assert model.objective == "eps" and model.n_steps_ == 1234
+    assert model.device_ == torch.device("cpu")
+    scale = np.abs(reference["eps_ema"]).max()
+    np.testing.assert_allclose(_net_out(model.ema_net_, reference), reference["eps_ema"],
+                               rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(_net_out(model.net_, reference), reference["eps_model"],
+                               rtol=0, atol=1e-5 * scale)
+    record = model.extra_["astroddpm"]
+    assert record["source"] == str(CHECKPOINT.resolve())
+    assert record["sha256"] == _sha256(CHECKPOINT)
+    assert record["step"] == 1234 and record["weights"] == "ema"
+    assert record["doi"] == "10.5281/zenodo.5653517"
+
+
+def test_estimator_schedule_and_scaler(converted, reference):
+    model = converted
+    # the stored table, bit for bit
+    np.testing.assert_array_equal(model.schedule_.alphas_cumprod.astype(np.float32),
+                                  reference["alphas_cumprod"])
+    assert model.schedule_.T == len(reference["alphas_cumprod"]) == model.timesteps
+    # the released buffer is the cosine schedule of Nichol & Dhariwal to float32 round-off
+    np.testing.assert_allclose(model.schedule_.alphas_cumprod,
+                               np.cumprod(1 - cosine_betas(model.schedule_.T)),
+                               rtol=1e-5, atol=1e-7)
+    flux = np.array([-1.0, 0.0, 2.75, 5.5, 9.0])
+    np.testing.assert_array_equal(model.scaler_.transform(flux), [-1, -1, 0, 1, 1])
+    assert model.scaler_.to_dict()["upper_"] == 5.5 and model.scaler_.stretch == "linear"
+
+
+def test_estimator_weights_model(reference):
+    model = estimator_from_astroddpm(CHECKPOINT, weights="model", image_size=32, device="cpu")
+    scale = np.abs(reference["eps_model"]).max()
+    for net in (model.ema_net_, model.net_):
+        np.testing.assert_allclose(_net_out(net, reference), reference["eps_model"],
+                                   rtol=0, atol=1e-5 * scale)
+    assert model.ema_net_ is not model.net_
+    assert model.extra_["astroddpm"]["weights"] == "model"
+
+
+def test_estimator_sample_save_load_round_trip(converted, tmp_path):
+    model = converted
+    first = model.sample(2, sampler="ddim", steps=5, seed=3, progress=False)
+    assert len(first) == 2 and first[0].data.shape == (3, 32, 32)
+    assert first[0].unit == u.nanomaggy
+    data = np.stack([c.data for c in first])
+    assert np.all((data >= 0) & (data <= 5.5)) and np.ptp(data) > 0
+    raw = model.sample(2, sampler="ddim", steps=5, seed=3, progress=False, weights="model")
+    assert np.abs(np.stack([c.data for c in raw]) - data).max() > 1e-3
+
+    model.save(tmp_path / "converted")
+    loaded = GalaxyDiffusion.load(tmp_path / "converted", device="cpu")
+    again = loaded.sample(2, sampler="ddim", steps=5, seed=3, progress=False)
+    np.testing.assert_array_equal(np.stack([c.data for c in again]), data)
+    assert loaded.extra_ == model.extra_
+    assert loaded.n_steps_ == 1234 and loaded.loss == "l1"
+    np.testing.assert_array_equal(loaded.schedule_.alphas_cumprod,
+                                  model.schedule_.alphas_cumprod)
+
+
+def test_estimator_default_image_size():
+    model = estimator_from_astroddpm(CHECKPOINT, device="cpu")
+    assert model.image_size == 256
+
+
+@pytest.mark.parametrize("size, match", [(30, "not divisible by 8"), (8, r"\[16, 512\]"),
+                                         (32.0, "integer number of pixels")])
+def test_estimator_bad_image_size(size, match):
+    with pytest.raises(ValueError, match=match):
+        estimator_from_astroddpm(CHECKPOINT, image_size=size, device="cpu")
+
+
+def test_estimator_bad_weights_name():
+    with pytest.raises(ValueError, match=r"got 'best'"):
+        estimator_from_astroddpm(CHECKPOINT, weights="best")
+
+
+def test_estimator_without_raw_weights(tmp_path, raw, reference):
+    path = tmp_path / "ema_only.pt"
+    torch.save({"step": 5, "ema": raw["ema"]}, path)
+    with pytest.warns(AstroddpmWarning, match="no 'model'"):
+        model = estimator_from_astroddpm(path, image_size=32, device="cpu")
+    np.testing.assert_allclose(_net_out(model.net_, reference), reference["eps_ema"], rtol=0,
+                               atol=1e-5 * np.abs(reference["eps_ema"]).max())
+    assert model.extra_["astroddpm"]["net_weights"] == "ema"
+    assert model.n_steps_ == 5
+
+
+def test_estimator_needs_schedule(tmp_path, raw):
+    state = {k: v for k, v in raw["ema"].items() if not k.endswith("alphas_cumprod")}
+    path = tmp_path / "no_schedule.pt"
+    torch.save({"ema": state}, path)
+    with pytest.raises(ValueError, match=r"no 'module.alphas_cumprod' buffer"):
+        estimator_from_astroddpm(path, image_size=32)
+    state["module.alphas_cumprod"] = torch.linspace(0.1, 0.9, 1000)  # increasing: damaged
+    torch.save({"ema": state}, path)
+    with pytest.raises(ValueError, match="not a strictly decreasing"):
+        estimator_from_astroddpm(path, image_size=32)
+
+
+def test_estimator_refuses_other_band_count(tmp_path, raw):
+    state = dict(raw["ema"])
+    for key in [k for k in state if k.startswith(PREFIX + "downs.0.0.")]:
+        if key.endswith(("block1.block.0.weight", "res_conv.weight")):
+            state[key] = state[key][:, :1].clone()
+    path = tmp_path / "one_band.pt"
+    torch.save({"ema": state}, path)
+    assert load_astroddpm_checkpoint(path).config["in_channels"] == 1
+    with pytest.raises(ValueError, match=r"maps 1 to 3 channels.*'grz'"):
+        estimator_from_astroddpm(path, image_size=32)
+
+
+def test_classmethod_line_for_the_estimator(monkeypatch):
+    # the line the estimator gets: GalaxyDiffusion.from_astroddpm(...)
+    monkeypatch.setattr(GalaxyDiffusion, "from_astroddpm", classmethod(
+        lambda cls, *a, **k: estimator_from_astroddpm(*a, **k)), raising=False)
+    model = GalaxyDiffusion.from_astroddpm(CHECKPOINT, image_size=32, device="cpu")
+    assert isinstance(model, GalaxyDiffusion) and model.extra_["astroddpm"]["step"] == 1234
