@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import astropy.units as u
+from astropy.io import fits
 from astropy.nddata import CCDData
 from safetensors.torch import load_file, save_file
 
@@ -446,10 +447,15 @@ class GalaxyDiffusion:
         for lo in range(0, n, int(batch_size)):
             m = min(int(batch_size), n - lo)
             gens = _sample_generators(seed, start + lo, m)
-            x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(self.device_)
-            out, used = reverse_process(den, x, times, sampler, generator=gens,
-                                        progress=progress, **options)
-            chunks.append(out.float().cpu())
+            x = torch.stack([torch.randn(shape, generator=g) for g in gens])
+            if m == 1:
+                # a batch of one runs other kernels (matrix-vector products) that round
+                # differently: pad it, so that sample i is the same whatever the batching
+                x = torch.cat([x, x])
+                gens = gens + [torch.Generator().manual_seed(0)]
+            out, used = reverse_process(den, x.to(self.device_), times, sampler,
+                                        generator=gens, progress=progress, **options)
+            chunks.append(out[:m].float().cpu())
             nfe = used
         info = {"seed": int(seed), "sampler": sampler, "steps": steps, "grid": grid,
                 "nfe": nfe, "weights": weights, "options": options}
@@ -508,7 +514,9 @@ class GalaxyDiffusion:
 
     def _to_ccd(self, flux, info, index):
         wcs = make_tan_wcs(flux.shape[-2:], float(self.pixel_scale) * u.arcsec, 0.0, 0.0)
-        ccd = CCDData(np.asarray(flux, np.float32), unit=u.nanomaggy, wcs=wcs)
+        # a Header, so that (value, comment) pairs below store the value with a comment
+        ccd = CCDData(np.asarray(flux, np.float32), unit=u.nanomaggy, wcs=wcs,
+                      meta=fits.Header())
         ccd.meta["BANDS"] = ",".join(self.bands_)
         for i, b in enumerate(self.bands_):
             ccd.meta[f"BAND{i}"] = b

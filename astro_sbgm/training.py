@@ -36,16 +36,24 @@ def atomic_write_text(path, text):
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _atomic_save_tensors(tensors, path, metadata=None):
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata=metadata)
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def augment(x, generator):
@@ -221,7 +229,7 @@ class Trainer:
                              min_snr_gamma=self.min_snr_gamma)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"the training loss became {loss.item()} at step {self.step}; lower the "
+                f"the training loss became {loss.item()} at step {self.step + 1}; lower the "
                 f"learning rate (now {self.lr:g}) or check the training images for extreme "
                 "values. The last checkpoint on disk (if any) is intact.")
         self.optimizer.zero_grad(set_to_none=True)
