@@ -6,8 +6,9 @@ import torch
 import astropy.units as u
 from astropy.table import QTable
 
-from astro_sbgm.metrics import (FIDInceptionV3, fid, frechet_distance, kid, load_fid_inception,
-                                property_frechet_distance)
+from astro_sbgm.metrics import (FIDInceptionV3, fid, frechet_distance, inception_features, kid,
+                                load_fid_inception, property_frechet_distance)
+from astro_sbgm.visualization import linear_rgb
 
 
 def test_frechet_distance_diagonal_closed_form():
@@ -76,6 +77,35 @@ def test_fid_with_random_network(net):
     fake = real[:, ::-1].copy() * 3  # colours swapped, brighter
     assert fid(real, real, model=net) == pytest.approx(0.0, abs=1e-6)
     assert fid(real, fake, model=net) > 0
+
+
+class _ChannelMeans(torch.nn.Module):
+    """A stand-in network: the mean of each RGB channel, to see what FID is fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3)) + 0 * self.dummy
+
+
+def test_fid_sees_the_linear_composite_with_the_real_clip():
+    rng = np.random.default_rng(5)
+    real = rng.gamma(2.0, 0.05, size=(3, 3, 12, 12))
+    fake = 2 * real[:, ::-1]
+    net = _ChannelMeans()
+    level = np.percentile(real, 99.5)
+    for images in (real, fake):
+        feats = inception_features(images, net, clip=level)
+        expected = linear_rgb(images, clip=level).mean(axis=(1, 2))
+        np.testing.assert_allclose(feats, expected, rtol=1e-6)
+    # without clip=, fid uses the real set's 99.5th percentile for both sets
+    fr = linear_rgb(real, clip=level).mean(axis=(1, 2))
+    ff = linear_rgb(fake, clip=level).mean(axis=(1, 2))
+    assert fid(real, fake, model=net) == pytest.approx(fid(fr, ff), rel=1e-5)
+    assert fid(real, fake, model=net) != pytest.approx(
+        fid(fr, linear_rgb(fake).mean(axis=(1, 2))), rel=1e-3)
 
 
 def test_kid_same_distribution_near_zero():

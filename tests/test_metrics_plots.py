@@ -1,49 +1,40 @@
-"""Tests of the metrics figures and the RGB composite."""
+"""Tests of the metrics figures (nearest neighbours, property histograms).
+
+The composites and montages are tested in test_visualization.py.
+"""
 
 import numpy as np
 import pytest
 import astropy.units as u
-from astropy.nddata import CCDData
 from astropy.table import QTable
 from matplotlib.figure import Figure
 
-from astro_sbgm.metrics import (plot_montage, plot_nearest_neighbours, plot_property_histograms,
-                                rgb_composite)
+import astro_sbgm.metrics
+from astro_sbgm.metrics import plot_nearest_neighbours, plot_property_histograms
+from astro_sbgm.visualization import linear_rgb
 
 
-def test_rgb_composite_channel_order_and_clip():
-    img = np.zeros((1, 3, 10, 10))
-    img[0, 2] = np.linspace(0, 1, 100).reshape(10, 10)  # z only
-    rgb = rgb_composite(img, "grz", clip=0.5)
-    assert rgb.shape == (1, 10, 10, 3)
-    assert rgb[..., 0].max() == 1.0 and rgb[..., 1:].max() == 0.0  # z -> red, clipped at 1
-    assert rgb[0, 0, 3, 0] == pytest.approx((3 / 99) / 0.5)
-    # per-image percentile clip: the 99.5th percentile maps to 1
-    rng = np.random.default_rng(0)
-    imgs = rng.gamma(2.0, 1.0, size=(2, 3, 20, 20))
-    imgs[1] *= 10
-    rgb = rgb_composite(imgs, "grz", percentile=99.5)
-    for i in range(2):
-        level = np.percentile(imgs[i], 99.5)
-        np.testing.assert_allclose(rgb[i, ..., 2], np.clip(imgs[i, 0] / level, 0, 1))
-    # a CCDData's bands are read from its meta; NaN shows as black
-    ccd = CCDData(np.ones((2, 4, 4)), unit=u.nanomaggy, meta={"BANDS": "g,r"})
-    ccd.data[0, 0, 0] = np.nan
-    rgb = rgb_composite(ccd, clip=1.0)
-    assert rgb[0, 0, 0].tolist() == [1.0, 0.5, 0.0]
-    with pytest.raises(ValueError, match="bands"):
-        rgb_composite(np.ones((1, 2, 4, 4)))
+def test_no_duplicate_composites():
+    # composites and montages have one home, astro_sbgm.visualization
+    for name in ("rgb_composite", "plot_montage", "plot_comparison", "linear_rgb"):
+        assert name not in astro_sbgm.metrics.__all__
+        assert name not in astro_sbgm.metrics.plots.__all__
+    assert not hasattr(astro_sbgm.metrics.plots, "rgb_composite")
+    assert not hasattr(astro_sbgm.metrics.plots, "plot_montage")
+    assert astro_sbgm.metrics.plots.linear_rgb is linear_rgb
 
 
-def test_figures_are_returned():
+def test_nearest_neighbours_figure():
     rng = np.random.default_rng(1)
     imgs = rng.gamma(2.0, 1.0, size=(5, 3, 16, 16))
-    fig = plot_montage(imgs, ncols=3, titles=list("abcde"))
-    assert isinstance(fig, Figure) and len(fig.axes) == 6
     fig = plot_nearest_neighbours(imgs[:2], imgs, np.array([[1, 2], [3, 4]]),
                                   distances=np.ones((2, 2)))
     assert isinstance(fig, Figure) and len(fig.axes) == 6
     assert "d=1" in fig.axes[1].get_title()
+    assert fig.axes[1].get_title().startswith("#1")
+    # the panels show the linear composite of the query and of its neighbours
+    np.testing.assert_allclose(fig.axes[0].get_images()[0].get_array(), linear_rgb(imgs)[0])
+    np.testing.assert_allclose(fig.axes[5].get_images()[0].get_array(), linear_rgb(imgs)[4])
     with pytest.raises(ValueError, match="rows"):
         plot_nearest_neighbours(imgs[:2], imgs, np.array([[1, 2]]))
 

@@ -10,8 +10,14 @@
   and kernel distances on Inception features or on measured properties.
 * `nearest_neighbours`, `memorisation_check`: does a model copy its
   training set?
-* `rgb_composite`, `plot_montage`, `plot_nearest_neighbours`,
-  `plot_property_histograms`: figures (matplotlib `Figure` objects).
+* `plot_nearest_neighbours`, `plot_property_histograms`: figures
+  (matplotlib `Figure` objects).
+
+Colour composites and montages (`~astro_sbgm.visualization.linear_rgb`, the
+composite FID uses, `~astro_sbgm.visualization.rgb_composite`,
+`~astro_sbgm.visualization.plot_montage`,
+`~astro_sbgm.visualization.plot_comparison`) are in
+`astro_sbgm.visualization`.
 """
 
 from .distances import (SGD_COLUMNS, SGDResult, baseline_sgd, cohens_d, read_catalogue,
@@ -21,8 +27,7 @@ from .fid import (FID_WEIGHTS_URL, FIDInceptionV3, fid, frechet_distance, incept
 from .neighbours import MemorisationResult, memorisation_check, nearest_neighbours
 from .photometry import (ZERO_POINT, MeasurementFlag, PhotometryWarning, ab_magnitude,
                          measure_galaxies)
-from .plots import (plot_montage, plot_nearest_neighbours, plot_property_histograms,
-                    rgb_composite)
+from .plots import plot_nearest_neighbours, plot_property_histograms
 
 __all__ = [
     "measure_galaxies", "ab_magnitude", "MeasurementFlag", "PhotometryWarning", "ZERO_POINT",
@@ -31,5 +36,5 @@ __all__ = [
     "frechet_distance", "fid", "kid", "property_frechet_distance", "FIDInceptionV3",
     "load_fid_inception", "inception_features", "FID_WEIGHTS_URL",
     "nearest_neighbours", "memorisation_check", "MemorisationResult",
-    "rgb_composite", "plot_montage", "plot_nearest_neighbours", "plot_property_histograms",
+    "plot_nearest_neighbours", "plot_property_histograms",
 ]

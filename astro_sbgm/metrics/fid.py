@@ -9,12 +9,16 @@ which `load_fid_inception` reads from a local path or fetches once into the
 astropy download cache.
 
 How galaxies reach the network
-    grz is mapped to RGB by `~astro_sbgm.metrics.plots.rgb_composite`, the
-    composite of the montages: z -> red, r -> green, g -> blue, clipped at 0
-    below and at one level above, scaled linearly to [0, 1].  For FID and KID
-    the upper level is the same for both sets, the 99.5th percentile of the
-    *real* set's pixels (``clip=`` overrides it), so that a model that makes
-    galaxies too bright or too faint is seen.  Images are resized to 299x299
+    grz is mapped to RGB by `astro_sbgm.visualization.linear_rgb`, the
+    linear composite of the paper's Fig. 2 and the one the montages show
+    (`~astro_sbgm.visualization.plot_montage` and
+    `~astro_sbgm.visualization.plot_comparison` with their default
+    ``method="linear"``): z -> red, r -> green, g -> blue, clipped at 0
+    below and at one level above, scaled linearly to [0, 1].  (The asinh
+    `~astro_sbgm.visualization.rgb_composite` is for display only.)  For FID
+    and KID the upper level is the same for both sets, the 99.5th percentile
+    of the *real* set's pixels (``clip=`` overrides it), so that a model that
+    makes galaxies too bright or too faint is seen.  Images are resized to 299x299
     (bilinear) and mapped to [-1, 1] as pytorch-fid does.
 
 Small samples
@@ -38,8 +42,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..visualization import _as_batch, linear_rgb
 from .distances import SGD_COLUMNS, _split, read_catalogue
-from .plots import _images_and_bands, rgb_composite
 
 __all__ = ["frechet_distance", "FIDInceptionV3", "load_fid_inception", "inception_features",
            "fid", "kid", "property_frechet_distance", "FID_WEIGHTS_URL"]
@@ -410,12 +414,12 @@ def inception_features(images, model, *, bands=None, clip=None, percentile=99.5,
     ----------
     images : array-like, `torch.Tensor` or list of `CCDData`
         ``(n, band, y, x)`` images, mapped to RGB by
-        `~astro_sbgm.metrics.plots.rgb_composite`.
+        `astro_sbgm.visualization.linear_rgb`.
     model : FIDInceptionV3
         The network (`load_fid_inception`, or any module mapping
         ``(n, 3, y, x)`` in [0, 1] to ``(n, d)``).
     bands : str or sequence of str, optional
-        See `rgb_composite`.
+        See `astro_sbgm.visualization.linear_rgb`.
     clip : float, optional
         Upper clip level of the composite (one for all images); default the
         ``percentile`` of the images' own pixels.
@@ -442,13 +446,12 @@ def inception_features(images, model, *, bands=None, clip=None, percentile=99.5,
 def _rgb(images, bands, clip, percentile):
     if clip is None:
         clip = _common_clip(images, bands, percentile)
-    return rgb_composite(images, bands, clip=clip)
+    return linear_rgb(images, bands, clip=clip)
 
 
 def _common_clip(images, bands, percentile):
-    data, _ = _images_and_bands(images, bands)
-    finite = data[np.isfinite(data)]
-    level = np.percentile(finite, percentile) if finite.size else 1.0
+    data, _ = _as_batch(images, bands)  # non-finite pixels are 0, as in the composite
+    level = np.percentile(data, percentile)
     return float(level) if level > 0 else 1.0
 
 
@@ -480,7 +483,7 @@ def fid(real, fake, *, weights=None, model=None, bands=None, clip=None, percenti
         A network to use instead of loading one (e.g. a randomly initialised
         `FIDInceptionV3` for tests).
     bands : str or sequence of str, optional
-        See `rgb_composite`.
+        See `astro_sbgm.visualization.linear_rgb`.
     clip : float, optional
         Composite clip level for both sets; default the ``percentile`` of
         the real set's pixels.

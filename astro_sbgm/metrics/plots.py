@@ -1,146 +1,22 @@
-"""Figures of the metrics: property histograms, nearest neighbours, RGB montages.
+"""Figures of the metrics: property histograms and nearest neighbours.
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot (no
 global state, nothing is shown); save it with ``fig.savefig(...)``.
 
-RGB composites (`rgb_composite`) map the reddest band to red, the middle band
-to green and the bluest to blue (z, r, g for grz), clip each image at the
-99.5th percentile of its pixels over all three bands (one level per image, so
-colours are kept) and at zero below, and scale linearly to [0, 1] — the
-montage of the paper's Fig. 2.  The same composite is what `fid` feeds to
-Inception-v3.
+Images are shown with `astro_sbgm.visualization.linear_rgb`, the composite of
+the paper's Fig. 2 and the one `fid` feeds to Inception-v3.  Colour
+composites and montages (`~astro_sbgm.visualization.plot_montage`,
+`~astro_sbgm.visualization.plot_comparison`) live in
+`astro_sbgm.visualization`.
 """
 
 import numpy as np
-from astropy.nddata import NDData
 from matplotlib.figure import Figure
 
-from ..bands import BAND_WAVELENGTHS, parse_bands
+from ..visualization import linear_rgb
 from .distances import SGD_COLUMNS, _cohens_d_values, _split, read_catalogue
 
-__all__ = ["rgb_composite", "plot_property_histograms", "plot_nearest_neighbours",
-           "plot_montage"]
-
-
-def _images_and_bands(images, bands):
-    """(n, band, y, x) float array and band names from arrays, tensors or CCDData."""
-    if isinstance(images, NDData):
-        images = [images]
-    if hasattr(images, "detach"):
-        images = images.detach().cpu().numpy()
-    if isinstance(images, (list, tuple)):
-        if len(images) == 0:
-            raise ValueError("no images were given (the list is empty)")
-        if bands is None and isinstance(images[0], NDData) and "BANDS" in images[0].meta:
-            bands = images[0].meta["BANDS"]
-        arrays = [np.asarray(im.data if isinstance(im, NDData) else im, float)
-                  for im in images]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1:
-            raise ValueError(f"the images have different shapes {sorted(shapes)}")
-        data = np.stack(arrays)
-    else:
-        data = np.asarray(images, float)
-    if data.ndim == 3:
-        data = data[None]
-    if data.ndim != 4:
-        raise ValueError(f"images must be (n, band, y, x) or (band, y, x), got shape "
-                         f"{data.shape}")
-    if bands is None:
-        if data.shape[1] != 3:
-            raise ValueError(f"give bands= for images with {data.shape[1]} bands")
-        bands = "grz"
-    names = parse_bands(bands)
-    if len(names) != data.shape[1]:
-        raise ValueError(f"bands {names} do not match the {data.shape[1]} image planes")
-    return data, names
-
-
-def rgb_composite(images, bands=None, *, percentile=99.5, clip=None):
-    """RGB composites of multi-band images, for display and for FID.
-
-    Parameters
-    ----------
-    images : array-like, `torch.Tensor`, `CCDData` or list of `CCDData`
-        ``(n, band, y, x)`` or one ``(band, y, x)`` image.
-    bands : str or sequence of str, optional
-        Band names; from ``meta['BANDS']`` of `CCDData`, else ``"grz"`` for
-        three-band arrays.
-    percentile : float, optional
-        Each image is clipped at this percentile of its pixels (all bands
-        together).  Ignored when ``clip`` is given.
-    clip : float or array-like, optional
-        Clip level(s) in the images' unit, one for all images or one per
-        image, instead of the percentile.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n, y, x, 3)`` floats in [0, 1].  Red, green, blue are the
-        reddest, middle and bluest bands by effective wavelength; with two
-        bands green is their mean, with one band the image is grey.
-
-    Raises
-    ------
-    ValueError
-        For arrays of the wrong shape or band names that do not match.
-    """
-    data, names = _images_and_bands(images, bands)
-    order = np.argsort([BAND_WAVELENGTHS[b].value for b in names])[::-1]  # red first
-    ordered = np.where(np.isfinite(data), data, 0.0)[:, order]
-    if len(names) >= 3:
-        chans = ordered[:, [0, len(names) // 2, len(names) - 1]]
-    elif len(names) == 2:
-        chans = np.stack([ordered[:, 0], ordered.mean(axis=1), ordered[:, 1]], axis=1)
-    else:
-        chans = np.repeat(ordered, 3, axis=1)
-    if clip is None:
-        level = np.percentile(chans.reshape(chans.shape[0], -1), percentile, axis=1)
-    else:
-        level = np.broadcast_to(np.asarray(clip, float), (chans.shape[0],))
-    level = np.where(level > 0, level, 1.0)[:, None, None, None]
-    rgb = np.clip(chans, 0.0, None) / level
-    return np.clip(rgb, 0.0, 1.0).transpose(0, 2, 3, 1)
-
-
-def plot_montage(images, bands=None, *, ncols=8, percentile=99.5, titles=None,
-                 panel_size=1.2):
-    """A grid of RGB composites (the paper's Fig. 2).
-
-    Parameters
-    ----------
-    images : array-like, `torch.Tensor` or list of `CCDData`
-        The images, see `rgb_composite`.
-    bands : str or sequence of str, optional
-        See `rgb_composite`.
-    ncols : int, optional
-        Panels per row.
-    percentile : float, optional
-        Per-image clip percentile.
-    titles : sequence of str, optional
-        One title per panel.
-    panel_size : float, optional
-        Panel size in inches.
-
-    Returns
-    -------
-    `matplotlib.figure.Figure`
-    """
-    rgb = rgb_composite(images, bands, percentile=percentile)
-    n = rgb.shape[0]
-    ncols = max(1, min(int(ncols), n))
-    nrows = int(np.ceil(n / ncols))
-    fig = Figure(figsize=(panel_size * ncols, panel_size * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.set_axis_off()
-        if i < n:
-            ax.imshow(rgb[i], origin="lower", interpolation="nearest")
-            if titles is not None:
-                ax.set_title(str(titles[i]), fontsize=7)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99 if titles is None
-                        else 0.93, wspace=0.03, hspace=0.03 if titles is None else 0.25)
-    return fig
+__all__ = ["plot_property_histograms", "plot_nearest_neighbours"]
 
 
 def plot_nearest_neighbours(query, reference, indices, distances=None, *, bands=None,
@@ -150,17 +26,18 @@ def plot_nearest_neighbours(query, reference, indices, distances=None, *, bands=
     Parameters
     ----------
     query, reference : array-like, `torch.Tensor` or list of `CCDData`
-        Query and reference images, see `rgb_composite`.
+        Query and reference images, in any form
+        `~astro_sbgm.visualization.linear_rgb` accepts.
     indices : array-like of int, shape (n_query, k)
         Neighbour indices into ``reference``, from `nearest_neighbours`.
     distances : array-like, shape (n_query, k), optional
         Distances, written above the neighbours.
     bands : str or sequence of str, optional
-        See `rgb_composite`.
+        See `~astro_sbgm.visualization.linear_rgb`.
     max_rows : int, optional
         At most this many query images are shown.
     percentile : float, optional
-        Per-image clip percentile.
+        Per-image clip percentile of `~astro_sbgm.visualization.linear_rgb`.
     panel_size : float, optional
         Panel size in inches.
 
@@ -173,8 +50,8 @@ def plot_nearest_neighbours(query, reference, indices, distances=None, *, bands=
     ValueError
         If ``indices`` does not have one row per query image.
     """
-    q_rgb = rgb_composite(query, bands, percentile=percentile)
-    r_rgb = rgb_composite(reference, bands, percentile=percentile)
+    q_rgb = linear_rgb(query, bands, percentile=percentile)
+    r_rgb = linear_rgb(reference, bands, percentile=percentile)
     indices = np.atleast_2d(np.asarray(indices, int))
     if indices.shape[0] != q_rgb.shape[0]:
         raise ValueError(f"indices has {indices.shape[0]} rows but there are "
