@@ -10,7 +10,9 @@ Sub-commands:
     Train a model on FITS cutouts (files, directories or globs) or on mock
     data, with checkpoints and resume.
 ``sample``
-    Draw galaxies from a saved model into FITS files.
+    Draw galaxies from a saved model into FITS files, one per galaxy named by
+    its index, with an index table; a rerun skips the galaxies already on
+    disk, and under ``torchrun`` the processes share the work.
 ``measure``, ``sgd``
     Photometry catalogues and the Synthetic Galaxy Distance (`astro_sbgm.metrics`).
 
@@ -28,7 +30,7 @@ __all__ = ["main", "build_parser", "QUICKSTART"]
 #: The quickstart recipe: sized so that on a 2-core CPU the model trains in
 #: about 8 minutes and draws recognisable galaxies (see the docs).
 QUICKSTART = dict(
-    n_train=2000, size=32, steps=2000, n_samples=16,
+    n_train=2000, size=32, steps=3000, minutes=8.0, n_samples=16,
     model=dict(image_size=32, dim=32, dim_mults=(1, 2, 2), attention_levels=(False, False, True),
                objective="v", batch_size=32, learning_rate=1e-3, lr_warmup=100,
                ema_halflife=10_000, ema_rampup=0.1),
@@ -52,7 +54,10 @@ def _add_model_options(p):
 
 def _add_sample_options(p, n_default=16):
     g = p.add_argument_group("sampling")
-    g.add_argument("--n", type=int, default=n_default, help="number of galaxies")
+    # -n as well: under torchrun, whose own parser takes "--n" for an abbreviation of
+    # its --nnodes/--nproc-per-node, write "-n 100000"
+    g.add_argument("-n", "--n", type=int, default=n_default,
+                   help="number of galaxies (under torchrun write -n N)")
     g.add_argument("--sampler", default="dpmpp-2m",
                    help="ddpm, ddim, dpmpp-2m (default), euler, heun")
     g.add_argument("--steps", dest="sample_steps", type=int, default=None,
@@ -77,7 +82,11 @@ def build_parser():
     q.add_argument("-o", "--output", default="astro-sbgm-quickstart", help="output folder")
     q.add_argument("--model", help="use this saved model instead of training one")
     q.add_argument("--n-train", type=int, default=QUICKSTART["n_train"])
-    q.add_argument("--train-steps", type=int, default=QUICKSTART["steps"])
+    q.add_argument("--train-steps", type=int, default=QUICKSTART["steps"],
+                   help="most training steps (default %(default)s)")
+    q.add_argument("--minutes", type=float, default=QUICKSTART["minutes"],
+                   help="training time budget in minutes (default %(default)s); training "
+                   "stops at whichever of --train-steps and --minutes comes first")
     q.add_argument("--n", type=int, default=QUICKSTART["n_samples"], help="galaxies to draw")
     q.add_argument("--seed", type=int, default=1)
     q.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart")
@@ -88,6 +97,7 @@ def build_parser():
     t.add_argument("--mock", type=int, metavar="N", help="train on N mock galaxies instead")
     t.add_argument("-o", "--output", required=True, help="folder for the saved model")
     t.add_argument("--train-steps", type=int, default=10_000)
+    t.add_argument("--minutes", type=float, help="stop training after this many minutes")
     t.add_argument("--checkpoint-dir", help="checkpoint folder (default OUTPUT/checkpoints)")
     t.add_argument("--checkpoint-every", type=int, default=1000)
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -95,11 +105,24 @@ def build_parser():
     t.add_argument("--quiet", action="store_true")
     _add_model_options(t)
 
-    s = sub.add_parser("sample", help="draw galaxies from a saved model into FITS files")
+    s = sub.add_parser(
+        "sample", help="draw galaxies from a saved model into FITS files",
+        description="Draw galaxies into OUTPUT/sample_NNNNNN.fits (NNNNNN = the galaxy's "
+        "index; galaxy i of a seed is the same whatever the batch or the number of "
+        "processes) and write OUTPUT/index.ecsv. Run again with the same settings to "
+        "finish an interrupted run: galaxies already on disk are skipped. Under torchrun "
+        "(torchrun --nproc_per_node=N -m astro_sbgm.cli sample ...) the processes split "
+        "the indices.")
     s.add_argument("--model", required=True, help="folder of a saved model")
     s.add_argument("-o", "--output", required=True, help="folder for the FITS files")
     s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--device", default="auto",
+                   help="auto (default), cpu, cuda; under torchrun each process takes "
+                   "cuda:LOCAL_RANK")
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: network under bfloat16 autocast on CUDA (default fp32)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="draw every galaxy again, replacing files of an earlier run")
     s.add_argument("--quiet", action="store_true")
     _add_sample_options(s)
 
@@ -153,6 +176,7 @@ def _write_all(images, folder, stem, overwrite=True):
 
 def run_quickstart(output="astro-sbgm-quickstart", model=None, n_train=QUICKSTART["n_train"],
                    train_steps=QUICKSTART["steps"], n=QUICKSTART["n_samples"], seed=1,
+                   minutes=QUICKSTART["minutes"],
                    overwrite=False, progress=True, echo=print):
     """The work of ``astro-sbgm quickstart``; returns a dict of what was written."""
     from . import GalaxyDiffusion
@@ -174,8 +198,10 @@ def run_quickstart(output="astro-sbgm-quickstart", model=None, n_train=QUICKSTAR
     if model is None:
         est = GalaxyDiffusion(**QUICKSTART["model"], seed=seed)
         echo(f"training {est!r} for {train_steps} steps ...")
-        est.fit(real, steps=train_steps, progress=progress)
+        est.fit(real, steps=train_steps, progress=progress,
+                time_limit=None if minutes is None else 60.0 * float(minutes))
         est.save(out / "model", overwrite=True)
+        echo(f"trained {est.n_steps_} steps ({est.n_steps_ * est.batch_size} images)")
     t_train = time.perf_counter() - t0 - t_data
     echo(f"drawing {n} galaxies ...")
     fakes = est.sample(n, seed=seed, progress=progress)
@@ -192,7 +218,7 @@ def run_quickstart(output="astro-sbgm-quickstart", model=None, n_train=QUICKSTAR
                                                     "training": round(t_train, 1),
                                                     "sampling": round(t_sample, 1)},
         "sampler": fakes[0].meta["SAMPLER"], "nfe": int(fakes[0].meta["NFE"]),
-        "train_steps": int(getattr(est, "n_steps_", 0)),
+        "train_steps": int(getattr(est, "n_steps_", 0)), "weights": fakes[0].meta["WEIGHTS"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     echo(f"model:    {summary['model']}")
@@ -231,22 +257,150 @@ def _cmd_train(args):
     ckpt = args.checkpoint_dir or str(out / "checkpoints")
     est.fit(data, steps=args.train_steps, checkpoint_dir=ckpt,
             checkpoint_every=args.checkpoint_every, resume=args.resume,
-            progress=not args.quiet)
-    est.save(out / "model", overwrite=True)
-    print(f"model saved in {out / 'model'} (checkpoints in {ckpt})")
+            progress=not args.quiet,
+            time_limit=None if args.minutes is None else 60.0 * args.minutes)
+    from . import distributed
+
+    if distributed.is_main_process():
+        est.save(out / "model", overwrite=True)
+        print(f"model saved in {out / 'model'} after {est.n_steps_} steps "
+              f"(checkpoints in {ckpt})")
+
+
+#: Name of the record of the settings of a ``sample`` output folder.
+SAMPLE_MANIFEST = "astro_sbgm-samples.json"
+SAMPLE_INDEX = "index.ecsv"
+
+
+def _sample_name(index):
+    return f"sample_{index:06d}.fits"
+
+
+def _model_digest(model):
+    import hashlib
+
+    path = Path(model)
+    folder = path.parent if path.is_file() else path
+    digest = hashlib.sha256()
+    with open(folder / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _prepare_sample_output(out, n, settings, overwrite):
+    """Rank 0: check or create the output folder; the indices still to draw."""
+    from ._version import __version__
+    from .training import atomic_write_text
+
+    out = Path(out)
+    manifest = out / SAMPLE_MANIFEST
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{str(out)!r} is a file; give a folder for the samples")
+    if manifest.exists() and not overwrite:
+        old = json.loads(manifest.read_text()).get("settings", {})
+        diff = sorted(k for k in settings if old.get(k) != settings[k])
+        if diff:
+            raise ValueError(f"{str(out)!r} holds galaxies drawn with other settings "
+                             f"(differing: {diff}); choose another folder, or pass "
+                             "--overwrite to draw them all again")
+    else:
+        if (out.exists() and any(not p.name.startswith(".") for p in out.iterdir())
+                and not overwrite):
+            raise FileExistsError(f"{str(out)!r} is not empty and holds no earlier samples; "
+                                  "choose another folder or pass --overwrite")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(manifest, json.dumps({"format": "astro_sbgm samples",
+                                                "version": __version__,
+                                                "settings": settings}, indent=1))
+    existing = set() if overwrite else {p.name for p in out.iterdir()}
+    return [i for i in range(n) if _sample_name(i) not in existing]
+
+
+def _contiguous_runs(indices, size):
+    """``(first, count)`` of runs of consecutive indices, at most ``size`` long."""
+    run_start, count = None, 0
+    for i in indices:
+        if count and (i != run_start + count or count == size):
+            yield run_start, count
+            count = 0
+        if count == 0:
+            run_start = i
+        count += 1
+    if count:
+        yield run_start, count
+
+
+def _write_sample_index(out, n, settings):
+    """Rank 0: the index table of the galaxies on disk, as ECSV (atomically)."""
+    import os
+
+    import numpy as np
+    from astropy.io import fits
+    from astropy.table import QTable
+
+    out = Path(out)
+    present = [i for i in range(n) if (out / _sample_name(i)).exists()]
+    table = QTable()
+    table["index"] = np.array(present, dtype=np.int64)
+    table["file"] = [_sample_name(i) for i in present]
+    table.meta.update(settings)
+    table.meta["n_requested"] = n
+    table.meta["n_missing"] = n - len(present)
+    if present:
+        header = fits.getheader(out / _sample_name(present[0]))
+        table.meta["nfe"] = int(header.get("NFE", -1))
+        table.meta["steps"] = int(header.get("NSTEPS", -1))
+    tmp = out / f".{SAMPLE_INDEX}.tmp{os.getpid()}"
+    try:
+        table.write(tmp, format="ascii.ecsv", overwrite=True)
+        os.replace(tmp, out / SAMPLE_INDEX)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return table
 
 
 def _cmd_sample(args):
-    from . import GalaxyDiffusion
+    from tqdm.auto import tqdm
 
-    est = GalaxyDiffusion.load(args.model)
-    out = _prepare_output(args.output, args.overwrite)
-    fakes = est.sample(args.n, sampler=args.sampler, steps=args.sample_steps,
-                       seed=args.sample_seed, batch_size=args.batch_size, weights=args.weights,
-                       progress=not args.quiet)
-    paths = _write_all(fakes, out, "sample", overwrite=args.overwrite)
-    print(f"wrote {len(paths)} galaxies to {out}/ ({fakes[0].meta['SAMPLER']}, "
-          f"{fakes[0].meta['NFE']} network evaluations each)")
+    from . import GalaxyDiffusion, distributed as dist
+    from .io import write_image
+
+    est = GalaxyDiffusion.load(args.model, device=str(dist.local_device(args.device)))
+    dist.init_distributed(est.device_)
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    steps = est.default_steps(args.sampler) if args.sample_steps is None else args.sample_steps
+    settings = {"seed": args.sample_seed, "sampler": args.sampler, "steps": int(steps),
+                "weights": args.weights, "precision": args.precision}
+    out = Path(args.output)
+
+    def prepare():
+        settings["model_sha256"] = _model_digest(args.model)
+        return _prepare_sample_output(out, args.n, settings, args.overwrite)
+
+    todo = dist.run_on_main(prepare)   # on rank 0, which also adds the model's digest
+    mine = dist.shard_indices(todo)
+    show = not args.quiet and dist.is_main_process()
+    bar = tqdm(total=len(mine), disable=not show, desc="sampling", unit="galaxy",
+               dynamic_ncols=True)
+    try:
+        for first, count in _contiguous_runs(mine, max(1, args.batch_size)):
+            fakes = est.sample(count, sampler=args.sampler, steps=steps, seed=args.sample_seed,
+                               batch_size=args.batch_size, weights=args.weights,
+                               progress=False, start=first, precision=args.precision)
+            for img in fakes:
+                write_image(img, out / _sample_name(int(img.meta["SAMPLEID"])), overwrite=True)
+            bar.update(count)
+    finally:
+        bar.close()
+    dist.barrier()
+    table = dist.run_on_main(_write_sample_index, out, args.n, settings)
+    if dist.is_main_process():
+        print(f"wrote {len(todo)} galaxies to {out}/ ({args.n - len(todo)} were already there; "
+              f"{dist.get_world_size()} process(es)); index in {out / SAMPLE_INDEX} "
+              f"({args.sampler}, {table.meta.get('nfe')} network evaluations each)")
 
 
 def main(argv=None):
@@ -259,7 +413,7 @@ def main(argv=None):
     try:
         if args.command == "quickstart":
             run_quickstart(args.output, args.model, args.n_train, args.train_steps, args.n,
-                           args.seed, args.overwrite, progress=not args.quiet)
+                           args.seed, args.minutes, args.overwrite, progress=not args.quiet)
         elif args.command == "train":
             _cmd_train(args)
         elif args.command == "sample":

@@ -34,7 +34,9 @@ from .diffusion import (DiffusionSchedule, Denoiser, OBJECTIVES, GRIDS, get_samp
 from .io import AstroSBGMInputWarning, make_tan_wcs, read_images, select_bands, to_model_grid
 from .nn import UNet
 from .preprocessing import FluxScaler
-from .training import Trainer, atomic_write_text, latest_checkpoint
+from . import distributed as _dist
+from .training import (AstroSBGMTrainingWarning, Trainer, atomic_write_text, autocast_forward,
+                       latest_checkpoint, tf32 as _allow_tf32)
 
 __all__ = ["GalaxyDiffusion", "NotFittedError", "PRESETS"]
 
@@ -322,8 +324,17 @@ class GalaxyDiffusion:
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, steps=1000, checkpoint_dir=None, checkpoint_every=1000, resume=False,
-            progress=True, bands=None, warm_start=False):
+            progress=True, bands=None, warm_start=False, precision="fp32", compile=False,
+            allow_tf32=False, time_limit=None):
         """Train the model on galaxy images.
+
+        Launched by ``torchrun`` with several processes, the call trains with
+        `~torch.nn.parallel.DistributedDataParallel` (NCCL on GPUs, gloo on
+        the CPU) without any change to the calling code: ``batch_size`` is
+        the global batch, split evenly over the processes, every process
+        sees the batches a single process would see, rank 0 alone updates
+        the EMA and writes checkpoints, and every process ends with the same
+        weights.  See the "Training and sampling at scale" page of the docs.
 
         Parameters
         ----------
@@ -349,6 +360,18 @@ class GalaxyDiffusion:
         warm_start : bool
             Continue from the current weights of a fitted model instead of
             starting afresh.
+        precision : {"fp32", "bf16"}
+            ``"bf16"``: the network runs under bfloat16 autocast on CUDA (the
+            loss stays in float32); ignored with a warning on the CPU.
+        compile : bool
+            Run the network through `torch.compile` (the first steps are slow
+            while it compiles).
+        allow_tf32 : bool
+            Allow TensorFloat-32 products on CUDA during training.
+        time_limit : float, optional
+            Wall-clock budget in seconds: training stops after the step that
+            exceeds it, even if ``steps`` is not reached (`n_steps_` says how
+            far it got).
 
         Returns
         -------
@@ -358,7 +381,9 @@ class GalaxyDiffusion:
         ------
         ValueError
             For an empty training set, images that cannot be brought onto the
-            model grid, or a checkpoint made with other hyper-parameters.
+            model grid, a checkpoint made with other hyper-parameters, or a
+            ``batch_size`` that the number of ``torchrun`` processes does not
+            divide.
         FileExistsError
             If ``checkpoint_dir`` holds files that are not checkpoints.
         FloatingPointError
@@ -372,8 +397,18 @@ class GalaxyDiffusion:
         continuing = warm_start and hasattr(self, "ema_net_")
         if not continuing:
             self._build()
+        # under torchrun: one GPU per process (cuda:LOCAL_RANK), then join the group
+        device = _dist.local_device(self.device_)
+        if device != self.device_:
+            self.device_ = device
+            self.net_.to(device)
+            if continuing:
+                self.ema_net_.to(device)
+        distributed = _dist.init_distributed(self.device_)
+        if distributed:
+            _dist.check_batch_divisible(self.batch_size)
         config = {"params": self._json_params(), "scaler": None}
-        record = latest_checkpoint(checkpoint_dir) if resume else None
+        record = _dist.run_on_main(latest_checkpoint, checkpoint_dir) if resume else None
         if record is not None:
             saved = json.loads(Path(record).read_text()).get("config") or {}
             if saved.get("params") != config["params"]:
@@ -385,6 +420,8 @@ class GalaxyDiffusion:
             self.scaler_ = FluxScaler.from_dict(saved["scaler"])
         elif not continuing:
             self.scaler_.fit(fluxes)
+        if distributed:  # every rank scales with rank 0's fit
+            self.scaler_ = FluxScaler.from_dict(_dist.broadcast_object(self.scaler_.to_dict()))
         config["scaler"] = self.scaler_.to_dict()
         data = torch.from_numpy(self.scaler_.transform(fluxes))
         denoiser = Denoiser(self.net_, self.schedule_, self.objective)
@@ -393,14 +430,17 @@ class GalaxyDiffusion:
                           min_snr_gamma=self.min_snr_gamma, grad_clip=self.grad_clip,
                           ema_halflife=float(self.ema_halflife), ema_rampup=self.ema_rampup,
                           lr_warmup=int(self.lr_warmup), augment_data=bool(self.augment),
-                          device=self.device_)
+                          device=self.device_, distributed=distributed, precision=precision,
+                          compile=compile)
         if continuing:
             trainer.ema.net.load_state_dict(self.ema_net_.state_dict())
             trainer.step = self.n_steps_
         if record is not None:
             trainer.load_checkpoint(record)
-        trainer.run(int(steps), checkpoint_dir=checkpoint_dir,
-                    checkpoint_every=int(checkpoint_every), progress=progress, config=config)
+        with _allow_tf32(allow_tf32 and self.device_.type == "cuda"):
+            trainer.run(int(steps), checkpoint_dir=checkpoint_dir,
+                        checkpoint_every=int(checkpoint_every), progress=progress,
+                        config=config, time_limit=time_limit)
         self.net_ = trainer.net
         self.ema_net_ = trainer.ema.net
         self.n_steps_ = trainer.step
@@ -422,18 +462,35 @@ class GalaxyDiffusion:
         return self.schedule_.T if sampler == "ddpm" else 20
 
     def sample_scaled(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
-                      batch_size=64, weights="ema", progress=True, start=0, **options):
+                      batch_size=64, weights="ema", progress=True, start=0,
+                      precision="fp32", shard=False, **options):
         """Draw samples as a tensor in the network's [-1, 1] space.
 
         Same arguments as `sample`; returns ``(tensor, info)`` where ``info``
-        holds the seed, the number of network evaluations per image and the
-        sampler settings.  ``start`` offsets the per-sample seeds, so samples
-        ``start .. start + n - 1`` of a seed can be drawn separately.
+        holds the seed, the number of network evaluations per image, the
+        sampler settings and ``start``, the index of the first sample
+        returned.  ``start`` offsets the per-sample seeds, so samples
+        ``start .. start + n - 1`` of a seed can be drawn separately; with
+        ``shard=True`` this process draws only its block of them
+        (`astro_sbgm.distributed.shard_range`).
         """
         self._check_fitted()
         n = int(n)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {precision!r}; use 'fp32' or 'bf16'")
+        start = int(start)
+        if shard:
+            # under torchrun: this process's GPU (cuda:LOCAL_RANK), then join the group
+            device = _dist.local_device(self.device_)
+            if device != self.device_:
+                self.device_ = device
+                self.net_.to(device)
+                self.ema_net_.to(device)
+            _dist.init_distributed(self.device_)
+            block = _dist.shard_range(n)
+            start, n = start + block.start, len(block)
         get_sampler(sampler, **options)  # validate name and options early
         steps = self.default_steps(sampler) if steps is None else int(steps)
         if grid == "auto":
@@ -441,7 +498,15 @@ class GalaxyDiffusion:
         times = make_grid(self.schedule_, steps, grid)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
+            if shard:  # the shards of one draw share rank 0's seed
+                seed = _dist.broadcast_object(seed)
         den = self._denoiser(weights)
+        if precision == "bf16":
+            if self.device_.type == "cuda":
+                den.net = autocast_forward(den.net, "cuda", torch.bfloat16)
+            else:
+                warnings.warn(f"precision='bf16' is used on CUDA devices only; sampling on "
+                              f"{self.device_} runs in float32", AstroSBGMTrainingWarning)
         shape = (len(self.bands_), self.image_size, self.image_size)
         chunks, nfe = [], 0
         for lo in range(0, n, int(batch_size)):
@@ -458,11 +523,12 @@ class GalaxyDiffusion:
             chunks.append(out[:m].float().cpu())
             nfe = used
         info = {"seed": int(seed), "sampler": sampler, "steps": steps, "grid": grid,
-                "nfe": nfe, "weights": weights, "options": options}
-        return torch.cat(chunks), info
+                "nfe": nfe, "weights": weights, "options": options, "start": start}
+        return (torch.cat(chunks) if chunks else torch.empty((0,) + shape)), info
 
     def sample(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
-               batch_size=64, weights="ema", progress=True, **options):
+               batch_size=64, weights="ema", progress=True, start=0, precision="fp32",
+               shard=False, **options):
         """Draw new galaxies.
 
         Parameters
@@ -487,6 +553,17 @@ class GalaxyDiffusion:
             Use the weight average (default) or the raw weights.
         progress : bool
             Show a progress bar.
+        start : int
+            Index of the first galaxy: draws galaxies ``start`` to
+            ``start + n - 1`` of the seed.
+        precision : {"fp32", "bf16"}
+            ``"bf16"``: the network runs under bfloat16 autocast on CUDA (the
+            sampler arithmetic stays in float32); ignored with a warning on
+            the CPU.
+        shard : bool
+            Under ``torchrun``, draw only this process's contiguous block of
+            the ``n`` galaxies; the blocks of all processes, in rank order,
+            are exactly the galaxies of a single-process call.
         **options
             Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm).
 
@@ -495,8 +572,8 @@ class GalaxyDiffusion:
         list of `~astropy.nddata.CCDData`
             ``(band, y, x)`` in nanomaggies with a TAN WCS at the model's
             pixel scale (a placeholder position, RA = Dec = 0), the bands in
-            ``meta`` and the sampler, steps, network evaluations, seed and
-            weights used.
+            ``meta`` and the sampler, steps, network evaluations, seed,
+            index of the galaxy (``SAMPLEID``) and weights used.
 
         Raises
         ------
@@ -508,9 +585,12 @@ class GalaxyDiffusion:
         if grid != "auto" and grid not in GRIDS:
             raise ValueError(f"unknown grid {grid!r}; known: ('auto',) + {GRIDS}")
         x, info = self.sample_scaled(n, sampler, steps, grid, seed, batch_size, weights,
-                                     progress, **options)
+                                     progress, start=start, precision=precision, shard=shard,
+                                     **options)
+        if x.shape[0] == 0:
+            return []
         fluxes = self.scaler_.inverse_transform(x.numpy())
-        return [self._to_ccd(f, info, i) for i, f in enumerate(fluxes)]
+        return [self._to_ccd(f, info, info["start"] + i) for i, f in enumerate(fluxes)]
 
     def _to_ccd(self, flux, info, index):
         wcs = make_tan_wcs(flux.shape[-2:], float(self.pixel_scale) * u.arcsec, 0.0, 0.0)

@@ -1,4 +1,4 @@
-"""The training loop: augmentation, EMA, checkpoints and resume.
+"""The training loop: augmentation, EMA, checkpoints, resume and data parallelism.
 
 `Trainer` owns everything that changes while a model learns (the network,
 its exponential moving average, the optimizer, the step counter, the data
@@ -12,22 +12,45 @@ per saved step, in a directory marked by a ``astro_sbgm-checkpoints.json``
 file.  Each file is written under a temporary name and renamed, and the JSON
 record is written last, so a checkpoint either exists whole or not at all.
 No pickle is ever written or read.
+
+Under ``torchrun`` (a process group of ``W`` > 1 processes, see
+`astro_sbgm.distributed`) the network is wrapped in
+`~torch.nn.parallel.DistributedDataParallel`.  ``batch_size`` stays the
+*global* batch: every rank draws the same global batch order, augmentation,
+timesteps and noise from the shared generator and trains on its own slice of
+``batch_size / W`` images, so a run on ``W`` processes sees exactly the
+batches of a one-process run and a checkpoint of either can be resumed with
+any number of processes.  The EMA and every checkpoint write happen on rank 0.
 """
 
+import contextlib
 import copy
 import json
 import os
+import time
+import warnings
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from astropy.utils.exceptions import AstropyUserWarning
 from tqdm.auto import tqdm
 
+from . import distributed as _dist
 from ._version import __version__
-from .diffusion import training_loss
+from .diffusion import draw_training_noise, training_loss
 
 __all__ = ["EMA", "Trainer", "augment", "atomic_write_text", "CHECKPOINT_MARKER",
-           "latest_checkpoint"]
+           "latest_checkpoint", "PRECISIONS", "AstroSBGMTrainingWarning", "autocast_forward",
+           "tf32"]
+
+
+class AstroSBGMTrainingWarning(AstropyUserWarning):
+    """A training option that cannot be honoured here (and what is done instead)."""
+
+
+#: Precisions of the network's forward pass (``"bf16"``: autocast on CUDA).
+PRECISIONS = ("fp32", "bf16")
 
 CHECKPOINT_MARKER = "astro_sbgm-checkpoints.json"
 
@@ -70,13 +93,72 @@ def augment(x, generator):
     -------
     `torch.Tensor`
     """
-    k = torch.randint(0, 8, (x.shape[0],), generator=generator).tolist()
+    return _apply_dihedral(x, _dihedral_codes(x.shape[0], generator))
+
+
+def _dihedral_codes(n, generator):
+    return torch.randint(0, 8, (n,), generator=generator).tolist()
+
+
+def _apply_dihedral(x, codes):
     out = []
-    for img, code in zip(x, k):
+    for img, code in zip(x, codes):
         if code & 4:
             img = img.flip(-1)
         out.append(torch.rot90(img, code & 3, dims=(-2, -1)))
     return torch.stack(out)
+
+
+class autocast_forward:
+    """Call a network under `torch.autocast` and return its output in float32.
+
+    Only the network runs in reduced precision; the loss, the schedule and
+    the sampler arithmetic around it stay in float32.
+
+    Parameters
+    ----------
+    net : callable
+        ``net(x, t)``.
+    device_type : str
+        ``"cuda"`` or ``"cpu"``.
+    dtype : `torch.dtype`
+        Autocast dtype (`torch.bfloat16`).
+    """
+
+    def __init__(self, net, device_type, dtype=torch.bfloat16):
+        self.net = net
+        self.device_type = device_type
+        self.dtype = dtype
+
+    def __call__(self, x, t):
+        """``net(x, t)`` under autocast, cast back to float32."""
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.net(x, t)
+        return out.float()
+
+
+@contextlib.contextmanager
+def tf32(enabled):
+    """Allow TensorFloat-32 matrix products and convolutions on CUDA inside the block.
+
+    The previous settings are restored on exit.  Without CUDA this does nothing.
+
+    Parameters
+    ----------
+    enabled : bool
+        Allow TF32 (Ampere and later GPUs; about 10 bits of mantissa in the
+        products, float32 accumulation).
+    """
+    if not enabled or not torch.cuda.is_available():
+        yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 class EMA:
@@ -162,7 +244,8 @@ class Trainer:
     data : `torch.Tensor`
         Training images in [-1, 1], ``(n, band, y, x)``, kept on the CPU.
     batch_size : int
-        Images per optimizer step.
+        Images per optimizer step: the *global* batch, all processes
+        together (each of ``W`` processes trains on ``batch_size / W``).
     lr : float
         Adam learning rate (after a linear warm-up of ``lr_warmup`` steps).
     seed : int
@@ -177,13 +260,35 @@ class Trainer:
         Apply random flips and 90-degree rotations.
     device : `torch.device`
         Where the network runs.
+    distributed : bool or None
+        Data-parallel training over the active process group
+        (`astro_sbgm.distributed`); None uses it when a group of more than
+        one process is active.
+    precision : {"fp32", "bf16"}
+        ``"bf16"`` runs the network's forward pass under bfloat16 autocast on
+        CUDA (the loss is computed in float32); ignored with a warning on the
+        CPU, where it does not help.
+    compile : bool
+        Run the network through `torch.compile`.
+    pin_memory : bool or None
+        Copy batches to the GPU from page-locked memory without blocking;
+        None: on for CUDA devices, off otherwise.
+
+    Raises
+    ------
+    ValueError
+        For an empty training set, an unknown precision, or a batch size that
+        the number of processes does not divide.
     """
 
     def __init__(self, denoiser, data, batch_size=16, lr=2e-4, seed=0, loss="l2",
                  min_snr_gamma=None, grad_clip=1.0, ema_halflife=50_000, ema_rampup=0.1,
-                 lr_warmup=100, augment_data=True, device="cpu"):
+                 lr_warmup=100, augment_data=True, device="cpu", distributed=None,
+                 precision="fp32", compile=False, pin_memory=None):
         if data.shape[0] == 0:
             raise ValueError("the training set is empty")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
         self.denoiser = denoiser
         self.net = denoiser.net
         self.data = data
@@ -195,6 +300,16 @@ class Trainer:
         self.grad_clip = grad_clip
         self.augment_data = augment_data
         self.device = torch.device(device)
+        if distributed is None:
+            distributed = _dist.is_distributed()
+        if distributed and not _dist.is_distributed():
+            raise ValueError("distributed=True but no process group of more than one process "
+                             "is active; launch with torchrun and call "
+                             "astro_sbgm.distributed.init_distributed() first")
+        self.distributed = bool(distributed)
+        self.world_size = _dist.get_world_size() if self.distributed else 1
+        self.rank = _dist.get_rank() if self.distributed else 0
+        self.local_batch = _dist.check_batch_divisible(self.batch_size, self.world_size)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         self.ema = EMA(self.net, ema_halflife, ema_rampup)
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -202,9 +317,34 @@ class Trainer:
         self.losses = []
         self._perm = torch.randperm(data.shape[0], generator=self.generator)
         self._pos = 0
+        cuda = self.device.type == "cuda"
+        if precision == "bf16" and not cuda:
+            warnings.warn("precision='bf16' is used on CUDA devices only; training on "
+                          f"{self.device} runs in float32", AstroSBGMTrainingWarning)
+            precision = "fp32"
+        self.precision = precision
+        self.pin_memory = cuda if pin_memory is None else bool(pin_memory) and cuda
+        self._pinned = None
+        self.train_denoiser = self._wrap(denoiser, compile)
+
+    def _wrap(self, denoiser, compile):
+        """The denoiser used for training: DDP, compile and autocast around the network."""
+        fwd = self.net
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            fwd = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        if compile:
+            fwd = torch.compile(fwd)
+        if self.precision == "bf16":
+            fwd = autocast_forward(fwd, self.device.type, torch.bfloat16)
+        if fwd is self.net:
+            return denoiser
+        wrapped = copy.copy(denoiser)
+        wrapped.net = fwd
+        return wrapped
 
     # ------------------------------------------------------------------ data
-    def _next_batch(self):
+    def _next_indices(self):
         idx = []
         while len(idx) < self.batch_size:
             if self._pos >= len(self._perm):
@@ -213,23 +353,60 @@ class Trainer:
             take = min(self.batch_size - len(idx), len(self._perm) - self._pos)
             idx.extend(self._perm[self._pos:self._pos + take].tolist())
             self._pos += take
-        x = self.data[idx]
+        return idx
+
+    def _gather(self, idx):
+        if not self.pin_memory:
+            return self.data[idx].to(self.device, non_blocking=True)
+        shape = (len(idx),) + tuple(self.data.shape[1:])
+        if self._pinned is None or self._pinned.shape != shape:
+            self._pinned = torch.empty(shape, dtype=self.data.dtype).pin_memory()
+        # the buffer is reused: the previous copy has finished, since every step waits
+        # for its loss value on the host
+        torch.index_select(self.data, 0, torch.as_tensor(idx), out=self._pinned)
+        return self._pinned.to(self.device, non_blocking=True)
+
+    def _next_batch(self):
+        """The next global batch (on this process's device), augmented."""
+        x = self._gather(self._next_indices())
         if self.augment_data:
             x = augment(x, self.generator)
-        return x.to(self.device, non_blocking=True)
+        return x
+
+    def _local_slice(self):
+        lo = self.rank * self.local_batch
+        return slice(lo, lo + self.local_batch)
+
+    def _distributed_loss(self):
+        """This rank's share of the loss of the global batch (same draws as one process)."""
+        idx = self._next_indices()
+        sl = self._local_slice()
+        codes = _dihedral_codes(len(idx), self.generator) if self.augment_data else None
+        x0 = self._gather(idx[sl])
+        if codes is not None:
+            x0 = _apply_dihedral(x0, codes[sl])
+        noise, t = draw_training_noise(self.denoiser, (len(idx),) + tuple(self.data.shape[1:]),
+                                       self.generator)
+        return training_loss(self.train_denoiser, x0, loss=self.loss,
+                             min_snr_gamma=self.min_snr_gamma, noise=noise[sl], t=t[sl])
 
     # ------------------------------------------------------------------ loop
     def train_step(self):
-        """One optimizer step; returns the loss."""
+        """One optimizer step; returns the loss of the global batch."""
         self.net.train()
-        x0 = self._next_batch()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * min(1.0, (self.step + 1) / max(self.lr_warmup, 1))
-        loss = training_loss(self.denoiser, x0, self.generator, loss=self.loss,
-                             min_snr_gamma=self.min_snr_gamma)
-        if not torch.isfinite(loss):
+        if self.distributed:
+            loss = self._distributed_loss()
+            shown = _dist.all_reduce_mean(loss.detach())
+        else:
+            x0 = self._next_batch()
+            loss = training_loss(self.train_denoiser, x0, self.generator, loss=self.loss,
+                                 min_snr_gamma=self.min_snr_gamma)
+            shown = loss
+        if not torch.isfinite(shown):
             raise FloatingPointError(
-                f"the training loss became {loss.item()} at step {self.step + 1}; lower the "
+                f"the training loss became {shown.item()} at step {self.step + 1}; lower the "
                 f"learning rate (now {self.lr:g}) or check the training images for extreme "
                 "values. The last checkpoint on disk (if any) is intact.")
         self.optimizer.zero_grad(set_to_none=True)
@@ -238,32 +415,48 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
         self.optimizer.step()
         self.step += 1
-        self.ema.update(self.net, self.step * self.batch_size, self.batch_size)
-        value = float(loss.detach())
+        if self.rank == 0:
+            self.ema.update(self.net, self.step * self.batch_size, self.batch_size)
+        value = float(shown.detach())
         self.losses.append(value)
         return value
 
+    def sync_ema(self):
+        """Copy rank 0's EMA to every rank (the EMA is only updated on rank 0)."""
+        if not self.distributed:
+            return
+        for tensor in list(self.ema.net.parameters()) + list(self.ema.net.buffers()):
+            torch.distributed.broadcast(tensor.data, src=0)
+
     def run(self, steps, checkpoint_dir=None, checkpoint_every=1000, progress=True,
-            config=None):
+            config=None, time_limit=None):
         """Train until ``self.step == steps``, writing checkpoints on the way.
+
+        In a distributed run only rank 0 shows progress and writes; a
+        failure to write on rank 0 is raised on every rank.
 
         Parameters
         ----------
         steps : int
             Total number of optimizer steps (a resumed run continues to it).
         checkpoint_dir : str or path, optional
-            Where to write checkpoints.
+            Where to write checkpoints (on a file system every rank sees).
         checkpoint_every : int
             Steps between checkpoints (the last step is always written).
         progress : bool
             Show a tqdm bar with the running loss.
         config : dict, optional
             JSON-safe description of the model, stored with the checkpoints.
+        time_limit : float, optional
+            Stop early, after the step during which this many seconds of
+            training have passed (rank 0's clock decides for every rank); the
+            step reached is written as a checkpoint.
         """
+        start = time.perf_counter()
         if checkpoint_dir is not None:
-            checkpoint_dir = _check_checkpoint_dir(checkpoint_dir, config)
-        bar = tqdm(total=steps, initial=self.step, disable=not progress, desc="training",
-                   unit="step", dynamic_ncols=True)
+            checkpoint_dir = _dist.run_on_main(_check_checkpoint_dir, checkpoint_dir, config)
+        bar = tqdm(total=steps, initial=self.step, disable=not progress or self.rank != 0,
+                   desc="training", unit="step", dynamic_ncols=True)
         running = None
         try:
             while self.step < steps:
@@ -272,11 +465,18 @@ class Trainer:
                 bar.update(1)
                 if self.step % 10 == 0:
                     bar.set_postfix(loss=f"{running:.4f}")
+                out_of_time = (time_limit is not None
+                               and time.perf_counter() - start > float(time_limit))
+                if self.distributed and time_limit is not None:
+                    out_of_time = bool(_dist.broadcast_object(out_of_time))
                 if checkpoint_dir is not None and (self.step % checkpoint_every == 0
-                                                   or self.step == steps):
-                    self.save_checkpoint(checkpoint_dir, config)
+                                                   or self.step == steps or out_of_time):
+                    _dist.run_on_main(self.save_checkpoint, checkpoint_dir, config)
+                if out_of_time:
+                    break
         finally:
             bar.close()
+        self.sync_ema()
 
     # ------------------------------------------------------------------ checkpoints
     def state_tensors(self):
@@ -295,20 +495,28 @@ class Trainer:
         return out
 
     def save_checkpoint(self, directory, config=None):
-        """Write the full training state for the current step (atomically)."""
+        """Write the full training state for the current step (atomically).
+
+        Call it on rank 0 only in a distributed run (`run` does).
+        """
         directory = Path(directory)
         stem = directory / f"checkpoint-{self.step:09d}"
         _atomic_save_tensors(self.state_tensors(), stem.with_suffix(".safetensors"))
         opt = self.optimizer.state_dict()
         record = {"format": "astro_sbgm checkpoint", "version": __version__,
                   "step": self.step, "data_pos": self._pos, "n_train": int(self.data.shape[0]),
+                  "batch_size": self.batch_size, "world_size": self.world_size,
                   "param_groups": opt["param_groups"], "losses": self.losses,
                   "config": config}
         atomic_write_text(stem.with_suffix(".json"), json.dumps(record))
         return stem.with_suffix(".json")
 
     def load_checkpoint(self, record_path):
-        """Restore the state written by `save_checkpoint`."""
+        """Restore the state written by `save_checkpoint`.
+
+        Every rank reads the same files; the number of processes may differ
+        from the run that wrote them, the global batch size may not.
+        """
         record_path = Path(record_path)
         record = json.loads(record_path.read_text())
         if record.get("format") != "astro_sbgm checkpoint":
@@ -316,6 +524,11 @@ class Trainer:
         if record["n_train"] != self.data.shape[0]:
             raise ValueError(f"the checkpoint was trained on {record['n_train']} images but "
                              f"{self.data.shape[0]} are given; resume with the same data")
+        if record.get("batch_size", self.batch_size) != self.batch_size:
+            raise ValueError(f"the checkpoint was trained with a global batch of "
+                             f"{record['batch_size']} but batch_size={self.batch_size}; resume "
+                             "with the same global batch (any number of processes that "
+                             "divides it)")
         tensors = load_file(str(record_path.with_suffix(".safetensors")))
         self.net.load_state_dict({k[6:]: v for k, v in tensors.items()
                                   if k.startswith("model.")})

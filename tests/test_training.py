@@ -336,3 +336,13 @@ def test_resume_with_other_hyper_parameters_is_refused(tmp_path):
                                             checkpoint_dir=tmp_path / "ck")
     with pytest.raises(ValueError, match="checkpoint_dir"):
         _tiny_model().fit(data, steps=4, progress=False, resume=True)
+
+
+def test_time_limit_stops_early_and_checkpoints_the_step_reached(tmp_path):
+    trainer = _toy_trainer()
+    trainer.run(50, checkpoint_dir=tmp_path / "ck", checkpoint_every=1000, progress=False,
+                time_limit=0.0)
+    assert trainer.step == 1  # the first step already exceeds a zero budget
+    assert training.latest_checkpoint(tmp_path / "ck").name == "checkpoint-000000001.json"
+    trainer.run(3, progress=False)  # no limit: runs to the total
+    assert trainer.step == 3

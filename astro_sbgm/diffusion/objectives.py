@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .samplers import randn_like
 
-__all__ = ["OBJECTIVES", "Denoiser", "training_loss"]
+__all__ = ["OBJECTIVES", "Denoiser", "training_loss", "draw_training_noise"]
 
 OBJECTIVES = ("eps", "v", "edm")
 
@@ -99,8 +99,41 @@ class Denoiser:
         return x0, eps
 
 
+def draw_training_noise(denoiser, shape, generator=None, edm_p_mean=-1.2, edm_p_std=1.2):
+    """The random draws of one training batch: noise, then timesteps.
+
+    Parameters
+    ----------
+    denoiser : `Denoiser`
+        The model (its objective decides how timesteps are drawn: uniform
+        integers, or from a log-normal ``sigma/alpha`` for ``"edm"``).
+    shape : tuple of int
+        Batch shape ``(n, band, y, x)``.
+    generator : `torch.Generator`, optional
+        CPU generator.
+    edm_p_mean, edm_p_std : float
+        The log-normal distribution of ``sigma/alpha`` for ``"edm"``.
+
+    Returns
+    -------
+    noise : `torch.Tensor`
+        Standard normal, float32, on the CPU.
+    t : `torch.Tensor`
+        float64 timesteps, shape ``(n,)``.
+    """
+    noise = randn_like(torch.empty(shape), generator)
+    n = shape[0]
+    sched = denoiser.schedule
+    if denoiser.objective == "edm":
+        ln_s = torch.randn(n, generator=generator, dtype=torch.float64) * edm_p_std + edm_p_mean
+        t = sched.t_from_log_snr(-2.0 * ln_s)
+    else:
+        t = torch.randint(0, sched.T, (n,), generator=generator).to(torch.float64)
+    return noise, t
+
+
 def training_loss(denoiser, x0, generator=None, loss="l2", min_snr_gamma=None,
-                  edm_p_mean=-1.2, edm_p_std=1.2):
+                  edm_p_mean=-1.2, edm_p_std=1.2, noise=None, t=None):
     """One Monte-Carlo estimate of the training loss on a batch.
 
     Parameters
@@ -120,20 +153,22 @@ def training_loss(denoiser, x0, generator=None, loss="l2", min_snr_gamma=None,
         (SNR + 1)`` (v).  Not used with ``"edm"``, which has its own weighting.
     edm_p_mean, edm_p_std : float
         The log-normal distribution of ``sigma/alpha`` for ``"edm"``.
+    noise, t : `torch.Tensor`, optional
+        Use these draws instead of drawing them with `draw_training_noise`
+        (distributed training gives each process its slice of one global draw).
 
     Returns
     -------
     `torch.Tensor`
         The scalar loss.
     """
+    if loss not in ("l2", "l1"):
+        raise ValueError(f"unknown loss {loss!r}; use 'l2' or 'l1'")
     sched = denoiser.schedule
-    n = x0.shape[0]
-    noise = randn_like(x0, generator)
-    if denoiser.objective == "edm":
-        ln_s = torch.randn(n, generator=generator, dtype=torch.float64) * edm_p_std + edm_p_mean
-        t = sched.t_from_log_snr(-2.0 * ln_s)
-    else:
-        t = torch.randint(0, sched.T, (n,), generator=generator).to(torch.float64)
+    if noise is None or t is None:
+        noise, t = draw_training_noise(denoiser, tuple(x0.shape), generator, edm_p_mean,
+                                       edm_p_std)
+    noise = noise.to(x0.device, x0.dtype)
     x_t = sched.q_sample(x0, t, noise)
     out, alpha, sigma = denoiser.raw(x_t, t)
     if denoiser.objective == "eps":
@@ -148,10 +183,8 @@ def training_loss(denoiser, x0, generator=None, loss="l2", min_snr_gamma=None,
         target = (x0 - c_skip * (x_t / alpha)) / c_out
     if loss == "l2":
         per = F.mse_loss(out.float(), target.float(), reduction="none")
-    elif loss == "l1":
-        per = F.l1_loss(out.float(), target.float(), reduction="none")
     else:
-        raise ValueError(f"unknown loss {loss!r}; use 'l2' or 'l1'")
+        per = F.l1_loss(out.float(), target.float(), reduction="none")
     per = per.mean(dim=tuple(range(1, per.ndim)))
     if min_snr_gamma is not None and denoiser.objective != "edm":
         snr = (alpha / sigma).reshape(-1).float() ** 2

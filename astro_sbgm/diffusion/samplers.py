@@ -213,8 +213,8 @@ class HeunSampler(Sampler):
         return out, x0
 
 
-SAMPLERS = {cls.name: cls for cls in (DDPMSampler, DDIMSampler, DPMSolverPP2M, EulerSampler,
-                                       HeunSampler)}
+SAMPLERS = {cls.name: cls for cls in
+            (DDPMSampler, DDIMSampler, DPMSolverPP2M, EulerSampler, HeunSampler)}
 
 
 def get_sampler(name, **options):
