@@ -207,7 +207,7 @@ def run_quickstart(output="astro-sbgm-quickstart", model=None, n_train=QUICKSTAR
     fakes = est.sample(n, seed=seed, progress=progress)
     t_sample = time.perf_counter() - t0 - t_data - t_train
     sample_paths = _write_all(fakes, out / "samples", "sample")
-    real_paths = _write_all(real[:n], out / "real", "real")
+    _write_all(real[:n], out / "real", "real")
     fig = plot_comparison(real[:n], fakes, n=min(n, 8), method="lupton")
     montage = out / "montage.png"
     fig.savefig(montage, dpi=110)
