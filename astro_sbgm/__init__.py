@@ -11,5 +11,6 @@ distances) and `astro_sbgm.visualization`.
 
 from ._version import __version__
 from .estimator import GalaxyDiffusion, NotFittedError, PRESETS
+from .inpainting import inpaint
 
-__all__ = ["__version__", "GalaxyDiffusion", "NotFittedError", "PRESETS"]
+__all__ = ["__version__", "GalaxyDiffusion", "NotFittedError", "PRESETS", "inpaint"]

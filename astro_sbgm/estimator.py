@@ -612,6 +612,27 @@ class GalaxyDiffusion:
         ccd.meta["TRSTEPS"] = (int(getattr(self, "n_steps_", 0)), "training steps of the model")
         return ccd
 
+    # ------------------------------------------------------------------ applications
+    def inpaint(self, image, mask=None, **kwargs):
+        """Fill masked pixels (satellite trails, bad columns, stars) with the model.
+
+        See `astro_sbgm.inpainting.inpaint` for the methods, the mask sources
+        and what is returned; known pixels come back exactly as given.
+        """
+        from .inpainting import inpaint
+
+        return inpaint(self, image, mask=mask, **kwargs)
+
+    def transfer(self, image, strength=0.6, **kwargs):
+        """Make an image look like the training survey (SDEdit domain transfer).
+
+        See `astro_sbgm.transfer.transfer`; ``strength=0.6`` is the paper's
+        600 of 1000 steps.
+        """
+        from .transfer import transfer
+
+        return transfer(self, image, strength=strength, **kwargs)
+
     # ------------------------------------------------------------------ persistence
     def save(self, path, overwrite=False):
         """Write the model to a directory: ``model.safetensors`` + ``config.json``.

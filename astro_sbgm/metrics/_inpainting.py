@@ -16,6 +16,7 @@ import astropy.units as u
 from astropy.nddata import NDData
 from astropy.table import QTable
 from matplotlib.figure import Figure
+from scipy import special
 
 from ..bands import parse_bands
 
@@ -106,7 +107,12 @@ class InpaintingAccuracy:
         over every occluded pixel with a positive true flux),
         ``median_frac_error`` and ``median_abs_frac_error`` (bright pixels),
         ``rms_error_sigma`` (RMS of ``(filled - truth) / background_rms``
-        over all occluded pixels).
+        over all occluded pixels), ``noise_ceiling`` (the ``frac_within``
+        expected of a perfect fill, one that equals the noiseless image: the
+        sky noise in the truth alone puts a pixel of flux ``f`` outside the
+        tolerance with probability ``1 - erf(tolerance f / (sqrt(2)
+        background_rms))``; the mean of ``erf(...)`` over the bright pixels,
+        with ``f`` the observed flux).
     fractional_error : `numpy.ndarray`
         ``(filled - truth) / truth`` of every occluded pixel (NaN where the
         truth is <= 0).
@@ -202,6 +208,7 @@ def inpainting_accuracy(truth, filled, mask, background_rms, threshold=3.0, tole
     bright = tv > float(threshold) * rv
     good = np.abs(frac) < float(tolerance)
     sig = (fv - tv) / rv
+    ceiling = special.erf(float(tolerance) * np.abs(tv) / (np.sqrt(2.0) * rv))
 
     def row(sel, name):
         b = sel & bright
@@ -211,13 +218,15 @@ def inpainting_accuracy(truth, filled, mask, background_rms, threshold=3.0, tole
                 float(good[pos].mean()) if pos.any() else np.nan,
                 float(np.median(frac[b])) if b.any() else np.nan,
                 float(np.median(np.abs(frac[b]))) if b.any() else np.nan,
-                float(np.sqrt(np.mean(sig[sel] ** 2))) if sel.any() else np.nan)
+                float(np.sqrt(np.mean(sig[sel] ** 2))) if sel.any() else np.nan,
+                float(ceiling[b].mean()) if b.any() else np.nan)
 
     rows = [row(band_idx == i, names[i]) for i in range(nb)]
     rows.append(row(np.ones_like(bright), "all"))
     table = QTable(rows=rows, names=("band", "n_occluded", "n_bright", "frac_within",
                                      "frac_within_all", "median_frac_error",
-                                     "median_abs_frac_error", "rms_error_sigma"))
+                                     "median_abs_frac_error", "rms_error_sigma",
+                                     "noise_ceiling"))
     table.meta["threshold"] = float(threshold)
     table.meta["tolerance"] = float(tolerance)
     table.meta["n_images"] = int(t.shape[0])

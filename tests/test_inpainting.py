@@ -1,0 +1,424 @@
+"""Tests of inpainting (astro_sbgm.inpainting) on a tiny model trained on round blobs."""
+
+import argparse
+import hashlib
+import warnings
+
+import numpy as np
+import pytest
+import astropy.units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, NDData
+from astropy.wcs import WCS
+
+from astro_sbgm import GalaxyDiffusion, NotFittedError
+from astro_sbgm._cli_inpaint import add_inpaint_parser, write_result
+from astro_sbgm.artifacts import add_satellite_trails
+from astro_sbgm.datasets import make_trivial_dataset
+from astro_sbgm.inpainting import (INPAINT_METHODS, _plan_boxes, inpaint, inpainting_grid,
+                                   repaint_times)
+from astro_sbgm.io import AstroSBGMInputWarning, read_image, write_image
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A 16x16 grz model of round Gaussian blobs (about 20 s of CPU)."""
+    train = make_trivial_dataset(64, size=SIZE, seed=0)
+    m = GalaxyDiffusion(image_size=SIZE, dim=16, dim_mults=(1, 2),
+                        attention_levels=(False, True), objective="v", learning_rate=2e-3,
+                        scaling="linear", flux_lower=0.0, flux_upper=2.0, batch_size=16,
+                        ema_halflife=100, ema_rampup=None, lr_warmup=20, augment=False,
+                        device="cpu", seed=0)
+    return m.fit(train, steps=300, progress=False)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return make_trivial_dataset(3, size=SIZE, seed=99)
+
+
+def _strip(width=4, start=6):
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[start:start + width, :] = True
+    return mask
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- time grids
+def test_repaint_times_structure():
+    grid = np.arange(20, -1, -1.0)
+    times = repaint_times(grid, jump_length=5, n_resample=3)
+    d = np.diff(times)
+    ups = d[d > 0]
+    # jump points at indices 5, 10, 15, 20: two extra passes each, 5 grid points up
+    assert len(ups) == 4 * 2 and np.all(ups == 5)
+    assert times[0] == 20 and times[-1] == 0
+    assert np.all(np.isin(times, grid))
+    # down-steps: 20 once, plus 5 per jump
+    assert np.sum(d < 0) == 20 + 8 * 5
+    assert np.array_equal(repaint_times(grid, 5, 1), grid)
+    with pytest.raises(ValueError, match="n_resample"):
+        repaint_times(grid, 5, 0)
+
+
+def test_method_grids(model):
+    paper = inpainting_grid(model.schedule_, "paper")
+    assert paper[0] == 950 and paper[-1] == 0 and len(paper) == 951
+    assert np.all(np.diff(paper) == -1)
+    fast = inpainting_grid(model.schedule_, "fast")
+    assert fast[0] == 950 and fast[-1] == 0
+    assert np.sum(np.diff(fast) < 0) + 1 <= 100                  # network evaluations
+    assert len(np.unique(fast)) == INPAINT_METHODS["fast"]["steps"]
+    rep = inpainting_grid(model.schedule_, "repaint")
+    assert np.any(np.diff(rep) > 0)
+    with pytest.raises(ValueError, match="t_start"):
+        inpainting_grid(model.schedule_, "fast", t_start=1000)
+    with pytest.raises(ValueError, match="unknown inpainting method"):
+        inpainting_grid(model.schedule_, "magic")
+
+
+def test_boxes_cover_every_target_pixel_once():
+    rng = np.random.default_rng(1)
+    target = np.zeros((70, 90), bool)
+    target[30:33, :] = True                      # a trail across the whole image
+    target[5:9, 5:9] = True                      # a star
+    target[60:64, 70:75] = True                  # another star
+    target |= rng.uniform(size=target.shape) > 0.995
+    boxes = _plan_boxes(target, 32)
+    count = np.zeros(target.shape, int)
+    for y0, x0, assigned in boxes:
+        assert 0 <= y0 <= 70 - 32 and 0 <= x0 <= 90 - 32
+        inside = np.zeros(target.shape, bool)
+        inside[y0:y0 + 32, x0:x0 + 32] = True
+        assert not (assigned & ~inside).any()
+        count += assigned
+    assert np.array_equal(count, target.astype(int))
+    # small image: one padded box
+    (y0, x0, assigned), = _plan_boxes(np.ones((10, 12), bool), 16)
+    assert (y0, x0) == (-3, -2) and assigned.all()
+
+
+# ----------------------------------------------------------------------------- recovery
+def test_fast_method_recovers_a_masked_strip(model, held_out):
+    truth = held_out[0]
+    mask = _strip()
+    out = inpaint(model, truth, mask, n_draws=4, seed=0)
+    err = out.data[:, mask] - truth.data[:, mask]
+    rms_err = np.sqrt(np.mean(err ** 2))
+    rms_zero_fill = np.sqrt(np.mean(truth.data[:, mask] ** 2))
+    assert rms_err < 0.35 * rms_zero_fill
+    # the peak in the masked strip (the blob's centre) is recovered within 25%
+    peak_true = truth.data[1, 7:9, 7:9].mean()
+    assert abs(out.data[1, 7:9, 7:9].mean() / peak_true - 1) < 0.25
+    assert out.meta["NFE"] == 50 and out.meta["INPAINT"] == "fast"
+
+
+@pytest.mark.parametrize("method, kw", [("repaint", dict(steps=20, jump_length=5,
+                                                         n_resample=3)),
+                                        ("paper", dict(t_start=150))])
+def test_stochastic_methods_recover_a_masked_strip(model, held_out, method, kw):
+    truth = held_out[1]
+    mask = _strip(width=3, start=7)
+    out = inpaint(model, truth, mask, method=method, n_draws=2, seed=1, **kw)
+    err = out.data[:, mask] - truth.data[:, mask]
+    assert np.sqrt(np.mean(err ** 2)) < 0.35 * np.sqrt(np.mean(truth.data[:, mask] ** 2))
+    times = inpainting_grid(model.schedule_, method, **kw)
+    assert out.meta["NFE"] == np.sum(np.diff(times) < 0) + 1
+    assert out.meta["INPSAMP"] == "ddpm"
+
+
+def test_satellite_trail_is_removed(model, held_out):
+    truth = held_out[2]
+    defaced, mask = add_satellite_trails(truth, n_trails=1, seed=4, brightness=(20, 20),
+                                         width=(1.5, 1.5), dashed=0.0)
+    out = inpaint(model, defaced, mask, seed=3)
+    assert np.array_equal(out.flags.astype(bool), mask)
+    assert np.array_equal(out.data[~mask], defaced.data[~mask])
+    # the trail (20 nanomaggy at its peak) is gone: the fill is close to the truth
+    assert np.abs(out.data[mask] - truth.data[mask]).max() < 0.5
+    assert np.abs(defaced.data[mask] - truth.data[mask]).max() > 10
+
+
+# ----------------------------------------------------------------------------- exactness
+def test_known_pixels_bit_for_bit_in_original_unit_and_dtype(model, held_out):
+    rng = np.random.default_rng(5)
+    data = held_out[0].data.astype(np.float64) * 1e-9 + rng.normal(0, 1e-13, (3, SIZE, SIZE))
+    ccd = CCDData(data, unit=u.maggy, wcs=held_out[0].wcs, meta={"BANDS": "g,r,z"})
+    mask = _strip()
+    out = inpaint(model, ccd, mask, seed=0)
+    assert out.unit == u.maggy and out.data.dtype == np.float64
+    assert np.array_equal(out.data[:, ~mask], data[:, ~mask])
+    assert not np.array_equal(out.data[:, mask], data[:, mask])
+    # the fill is in maggies too (the blob peaks near 1e-9 maggy)
+    assert 1e-10 < out.data[1, 7, 7] < 3e-9
+    assert np.array_equal(ccd.data, data)
+
+
+def test_hdu_in_ccddata_out_with_equal_wcs_and_cards(model, legacy_factory):
+    hdu = legacy_factory(n=SIZE, seed=2)
+    before = hdu.data.copy()
+    out = inpaint(model, hdu, _strip(), seed=0)
+    assert isinstance(out, CCDData)
+    ref = WCS(hdu.header, naxis=2)
+    assert out.wcs.wcs.compare(ref.wcs)
+    assert out.meta["SURVEY"] == "LegacySurvey" and out.meta["BANDS"] == "g,r,z"
+    assert out.data.dtype == np.float32
+    assert np.array_equal(out.data[:, ~_strip()], before[:, ~_strip()])
+    assert np.array_equal(hdu.data, before)
+
+
+def test_uncertainty_is_the_spread_of_the_draws(model, held_out):
+    mask = _strip()
+    out = inpaint(model, held_out[0], mask, n_draws=3, seed=7)
+    unc = out.uncertainty.array
+    assert unc.shape == out.data.shape
+    assert np.all(unc[:, ~mask] == 0)
+    assert np.all(unc[:, mask] >= 0) and unc[:, mask].mean() > 0
+    one = inpaint(model, held_out[0], mask, n_draws=1, seed=7)
+    assert one.uncertainty is None
+    assert out.meta["NDRAWS"] == 3
+
+
+def test_seed_reproducible_and_independent_of_batching(model, held_out):
+    mask = _strip()
+    a = inpaint(model, held_out[0], mask, n_draws=2, seed=11, batch_size=2)
+    b = inpaint(model, held_out[0], mask, n_draws=2, seed=11, batch_size=1)
+    c = inpaint(model, held_out[0], mask, n_draws=2, seed=12)
+    np.testing.assert_allclose(a.data, b.data, atol=1e-5)
+    assert not np.allclose(a.data[:, mask], c.data[:, mask])
+
+
+# ----------------------------------------------------------------------------- mask sources
+def test_mask_from_ccddata_mask(model, held_out):
+    ccd = held_out[0].copy()
+    mask = np.zeros(ccd.shape, bool)
+    mask[:, 2:5, 3:9] = True
+    ccd.mask = mask
+    out = inpaint(model, ccd, seed=0)
+    assert np.array_equal(out.flags.astype(bool), mask)
+    assert out.meta["NFILLED"] == mask.sum()
+
+
+def test_mask_from_nan_pixels(model, held_out):
+    data = held_out[0].data.copy()
+    data[1, 8, 2:12] = np.nan
+    ccd = CCDData(data, unit=u.nanomaggy, wcs=held_out[0].wcs, meta=held_out[0].meta)
+    out = inpaint(model, ccd, seed=0)
+    bad = ~np.isfinite(data)
+    assert np.array_equal(out.flags.astype(bool), bad)
+    assert np.all(np.isfinite(out.data))
+    assert np.array_equal(out.data[~bad], data[~bad])
+
+
+def test_mask_from_fits_mask_extension_and_file_untouched(model, held_out, tmp_path):
+    mask = np.zeros((3, SIZE, SIZE), bool)
+    mask[:, 10:13, :] = True
+    ccd = held_out[1].copy()
+    ccd.mask = mask
+    path = write_image(ccd, tmp_path / "in.fits")
+    digest = _sha(path)
+    out = inpaint(model, str(path), seed=0)
+    assert np.array_equal(out.flags.astype(bool), mask)
+    assert _sha(path) == digest
+    # and from a separate mask file given as mask=
+    mpath = tmp_path / "mask.fits"
+    fits.PrimaryHDU(mask[0].astype(np.uint8)).writeto(mpath)
+    clean = tmp_path / "clean.fits"
+    write_image(held_out[1], clean)
+    digests = (_sha(clean), _sha(mpath))
+    out2 = inpaint(model, clean, mask=str(mpath), seed=0)
+    assert np.array_equal(out2.flags.astype(bool), mask)
+    assert (_sha(clean), _sha(mpath)) == digests
+    # the result writes back to FITS and reads back identically
+    res = write_result(out2, tmp_path / "out.fits")
+    back = read_image(res)
+    assert np.array_equal(back.data, out2.data)
+    with fits.open(res) as hdul:
+        assert np.array_equal(hdul["FLAGS"].data.astype(bool), mask)
+
+
+def test_mask_from_nddata_and_region_like(model, held_out):
+    mask = _strip(width=2, start=1)
+    out = inpaint(model, held_out[0], NDData(mask.astype(np.uint8)), seed=0)
+    assert np.array_equal(out.flags[0].astype(bool), mask)
+
+    class Region:                         # the part of the regions API that is used
+        def to_mask(self, mode="center"):
+            class M:
+                def to_image(self, shape):
+                    img = np.zeros(shape)
+                    img[3:6, 4:10] = 1
+                    return img
+            return M()
+
+    out = inpaint(model, held_out[0], Region(), seed=0)
+    assert out.flags[2].sum() == 18 and out.flags[2, 3:6, 4:10].all()
+
+
+# ----------------------------------------------------------------------------- other grids
+def test_larger_image_is_inpainted_in_boxes(model):
+    rng = np.random.default_rng(3)
+    big = np.abs(rng.normal(0.05, 0.01, (3, 20, 44))).astype(np.float32)
+    mask = np.zeros((20, 44), bool)
+    mask[9:11, :] = True                  # a trail across the whole image
+    mask[2:4, 3:5] = True
+    out = inpaint(model, big, mask, bands="grz", seed=0)
+    assert out.shape == (3, 20, 44)
+    assert np.array_equal(out.flags[0].astype(bool), mask)
+    assert np.array_equal(out.data[:, ~mask], big[:, ~mask])
+    filled = out.data[:, mask]
+    assert np.all(np.isfinite(filled)) and np.all((filled >= 0) & (filled <= 2.0))
+    # the fill of a faint sky continues the sky, not a galaxy
+    assert np.abs(filled.mean() - big.mean()) < 0.1
+    assert out.meta["NFE"] > 50           # more than one box
+
+
+def test_smaller_image_and_missing_band(model, held_out):
+    small = held_out[0].data[:2, 2:14, 2:14].copy()           # g, r only, 12x12
+    mask = np.zeros((12, 12), bool)
+    mask[5:7, 1:11] = True
+    out = inpaint(model, small, mask, bands="gr", seed=0)
+    assert out.shape == (2, 12, 12) and out.meta["BANDS"] == "g,r"
+    assert np.array_equal(out.data[:, ~mask], small[:, ~mask])
+    assert np.all(np.isfinite(out.data))
+
+
+def test_extra_band_passes_through(model, held_out):
+    data = np.concatenate([held_out[0].data, held_out[0].data[2:]])
+    data[3, 5, 5] = np.nan
+    mask = _strip()
+    with pytest.warns(AstroSBGMInputWarning, match="not modelled"):
+        out = inpaint(model, data, mask, bands="grzy", seed=0)
+    assert np.array_equal(out.data[3], data[3], equal_nan=True)
+    assert out.mask is not None and out.mask[3, 5, 5] and out.mask[3].sum() == mask.sum() + 1
+    assert out.flags[3].sum() == 0 and out.flags[:3].sum() == 3 * mask.sum()
+
+
+def _blob_at_scale(scale, n, amp=0.8):
+    """A training-like blob (same angular size and total flux) drawn at another pixel scale."""
+    from astro_sbgm.io import make_tan_wcs
+
+    ratio = scale / 0.262
+    sigma = SIZE / 10.0 / ratio
+    yy, xx = np.mgrid[0:n, 0:n] - (n - 1) / 2.0
+    blob = np.exp(-0.5 * (xx ** 2 + yy ** 2) / sigma ** 2) * ratio ** 2
+    data = np.stack([amp * c * blob for c in (0.6, 1.0, 1.3)]).astype(np.float32)
+    return CCDData(data, unit=u.nanomaggy, wcs=make_tan_wcs((n, n), scale * u.arcsec, 30, 5),
+                   meta={"BANDS": "g,r,z"})
+
+
+def test_other_pixel_scale_is_reprojected(model):
+    truth = _blob_at_scale(0.3, 14)                   # 4.2", like the model's 16 x 0.262"
+    mask = np.zeros((14, 14), bool)
+    mask[6:8, :] = True
+    with pytest.warns(AstroSBGMInputWarning, match="reprojected"):
+        out = inpaint(model, truth, mask, n_draws=2, seed=0)
+    assert np.array_equal(out.data[:, ~mask], truth.data[:, ~mask])
+    assert np.all(np.isfinite(out.data)) and out.flags.sum() == 3 * mask.sum()
+    err = out.data[:, mask] - truth.data[:, mask]
+    assert np.sqrt(np.mean(err ** 2)) < 0.35 * np.sqrt(np.mean(truth.data[:, mask] ** 2))
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_errors(model, held_out):
+    img = held_out[0]
+    with pytest.raises(ValueError, match="mask has shape"):
+        inpaint(model, img, np.zeros((5, 5), bool))
+    with pytest.raises(ValueError, match="selects no pixel"):
+        inpaint(model, img, np.zeros((SIZE, SIZE), bool))
+    with pytest.raises(ValueError, match="covers every pixel"):
+        inpaint(model, img, np.ones((SIZE, SIZE), bool))
+    with pytest.raises(ValueError, match="no band in common"):
+        inpaint(model, img.data[:2], _strip(), bands="iy")
+    with pytest.raises(ValueError, match="unknown inpainting method"):
+        inpaint(model, img, _strip(), method="magic")
+    with pytest.raises(ValueError, match="n_draws"):
+        inpaint(model, img, _strip(), n_draws=0)
+    with pytest.raises(ValueError, match="t_start"):
+        inpaint(model, img, _strip(), t_start=5000)
+    with pytest.raises(NotFittedError, match="fit"):
+        inpaint(GalaxyDiffusion(image_size=SIZE), img, _strip())
+    with pytest.raises(FileNotFoundError):
+        inpaint(model, "/nonexistent/file.fits", _strip())
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_inpaint(model, held_out, tmp_path):
+    mdir = tmp_path / "model"
+    model.save(mdir)
+    src = write_image(held_out[2], tmp_path / "in.fits")
+    mpath = tmp_path / "mask.fits"
+    fits.PrimaryHDU(_strip().astype(np.uint8)).writeto(mpath)
+    digest = _sha(src)
+    parser = argparse.ArgumentParser(prog="astro-sbgm")
+    add_inpaint_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["inpaint", str(src), "--mask", str(mpath), "-o",
+                              str(tmp_path / "out.fits"), "--model", str(mdir), "--seed", "0",
+                              "--n-draws", "2", "--device", "cpu"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert args.func(args) == 0
+    assert _sha(src) == digest
+    with fits.open(tmp_path / "out.fits") as hdul:
+        assert hdul["FLAGS"].data.sum() == 3 * _strip().sum()
+        assert "UNCERT" in hdul and hdul[0].header["INPAINT"] == "fast"
+        assert np.array_equal(hdul[0].data[:, ~_strip()], held_out[2].data[:, ~_strip()])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["inpaint", str(src), "--model", str(mdir)])   # no -o
+
+
+# ----------------------------------------------------------------------------- accuracy metric
+def test_inpainting_accuracy_counts_bright_pixels_within_tolerance():
+    from matplotlib.figure import Figure
+    from scipy.special import erf
+
+    from astro_sbgm.metrics._inpainting import inpainting_accuracy, plot_inpainting_accuracy
+
+    truth = np.zeros((2, 3, 8, 8))
+    truth[:, :, 2:6, 2:6] = 1.0                      # bright square, sky 0 elsewhere
+    truth[:, 2] *= 0.02                              # band z: 0.02 = 2 sigma, not bright
+    mask = np.zeros((8, 8), bool)
+    mask[3, :] = True                                # 4 bright + 4 sky pixels per band
+    filled = truth.copy()
+    filled[:, 0, 3, 2:4] *= 1.05                     # g: 2 pixels off by 5% (within)
+    filled[:, 1, 3, 2:4] *= 1.25                     # r: 2 pixels off by 25% (outside)
+    acc = inpainting_accuracy(truth, filled, mask, background_rms=[0.01, 0.01, 0.01],
+                              bands="grz")
+    t = acc.table
+    assert list(t["band"]) == ["g", "r", "z", "all"]
+    assert list(t["n_occluded"]) == [16, 16, 16, 48]
+    assert list(t["n_bright"]) == [8, 8, 0, 16]
+    assert t["frac_within"][0] == 1.0 and t["frac_within"][1] == 0.5
+    assert np.isnan(t["frac_within"][2]) and acc.fraction_within == 0.75
+    assert float(acc) == 0.75
+    assert t["median_abs_frac_error"][1] == pytest.approx(0.125)
+    assert t["noise_ceiling"][0] == pytest.approx(erf(0.1 * 1.0 / (np.sqrt(2) * 0.01)))
+    # sky pixels (truth 0) have no fractional error
+    assert np.isnan(acc.fractional_error).sum() == 2 * 3 * 4
+    fig = plot_inpainting_accuracy(acc)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert isinstance(acc.plot(bins=10), Figure)
+
+
+def test_inpainting_accuracy_input_forms_and_errors(held_out):
+    from astro_sbgm.metrics._inpainting import inpainting_accuracy
+
+    mask = _strip()
+    acc = inpainting_accuracy(held_out, held_out, mask, 0.01 * u.nanomaggy)
+    assert acc.table["frac_within"][-1] == 1.0 and acc.table["rms_error_sigma"][-1] == 0
+    assert acc.bands == ("g", "r", "z") and acc.n_images == 3
+    with pytest.raises(ValueError, match="same shape"):
+        inpainting_accuracy(held_out[0].data, held_out[0].data[:2], mask, 0.01)
+    with pytest.raises(ValueError, match="mask has shape"):
+        inpainting_accuracy(held_out[0].data, held_out[0].data, np.ones((3, 3)), 0.01)
+    with pytest.raises(ValueError, match="selects no pixel"):
+        inpainting_accuracy(held_out[0].data, held_out[0].data, np.zeros((SIZE, SIZE)), 0.01)
+    with pytest.raises(ValueError, match="background_rms"):
+        inpainting_accuracy(held_out[0].data, held_out[0].data, mask, [0.01, 0.02])
+    with pytest.raises(ValueError, match="background_rms"):
+        inpainting_accuracy(held_out[0].data, held_out[0].data, mask, 0.0)
