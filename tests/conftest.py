@@ -58,3 +58,30 @@ def legacy_cube():
 def legacy_factory():
     """The builder behind `legacy_cube`, for variants (size, bands, BUNIT, no BANDS card)."""
     return make_legacy_hdu
+
+
+@pytest.fixture(scope="session")
+def blob_model():
+    """A 16x16 grz model of round Gaussian blobs (make_trivial_dataset), about 20 s of CPU.
+
+    Shared by the inpainting and transfer tests, which need a model that has learnt
+    something but must stay fast.
+    """
+    from astro_sbgm import GalaxyDiffusion
+    from astro_sbgm.datasets import make_trivial_dataset
+
+    train = make_trivial_dataset(64, size=16, seed=0)
+    m = GalaxyDiffusion(image_size=16, dim=16, dim_mults=(1, 2),
+                        attention_levels=(False, True), objective="v", learning_rate=2e-3,
+                        scaling="linear", flux_lower=0.0, flux_upper=2.0, batch_size=16,
+                        ema_halflife=100, ema_rampup=None, lr_warmup=20, augment=False,
+                        device="cpu", seed=0)
+    return m.fit(train, steps=300, progress=False)
+
+
+@pytest.fixture(scope="session")
+def blob_held_out():
+    """Three blobs the blob model never saw."""
+    from astro_sbgm.datasets import make_trivial_dataset
+
+    return make_trivial_dataset(3, size=16, seed=99)

@@ -13,7 +13,6 @@ from PIL import Image
 
 from astro_sbgm import GalaxyDiffusion, NotFittedError
 from astro_sbgm._cli_inpaint import add_transfer_parser
-from astro_sbgm.datasets import make_trivial_dataset
 from astro_sbgm.io import AstroSBGMInputWarning, pixel_scale_of, write_image
 from astro_sbgm.transfer import band_weights, read_picture, rgb_to_bands, transfer
 
@@ -23,20 +22,13 @@ COLOURS = np.array([0.6, 1.0, 1.3])
 
 
 @pytest.fixture(scope="module")
-def model():
-    """A 16x16 grz model of round Gaussian blobs (about 20 s of CPU)."""
-    train = make_trivial_dataset(64, size=SIZE, seed=0)
-    m = GalaxyDiffusion(image_size=SIZE, dim=16, dim_mults=(1, 2),
-                        attention_levels=(False, True), objective="v", learning_rate=2e-3,
-                        scaling="linear", flux_lower=0.0, flux_upper=2.0, batch_size=16,
-                        ema_halflife=100, ema_rampup=None, lr_warmup=20, augment=False,
-                        device="cpu", seed=0)
-    return m.fit(train, steps=300, progress=False)
+def model(blob_model):
+    return blob_model
 
 
 @pytest.fixture(scope="module")
-def held_out():
-    return make_trivial_dataset(3, size=SIZE, seed=99)
+def held_out(blob_held_out):
+    return blob_held_out
 
 
 def _sha(path):
