@@ -188,7 +188,7 @@ def test_estimator_matches_released_network(converted, reference):
     np.testing.assert_allclose(_net_out(model.net_, reference), reference["eps_model"],
                                rtol=0, atol=1e-5 * scale)
     record = model.extra_["astroddpm"]
-    assert record["source"] == str(CHECKPOINT.resolve())
+    assert Path(record["source"]).resolve() == CHECKPOINT.resolve()
     assert record["sha256"] == _sha256(CHECKPOINT)
     assert record["step"] == 1234 and record["weights"] == "ema"
     assert record["doi"] == "10.5281/zenodo.5653517"
