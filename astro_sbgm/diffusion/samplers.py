@@ -28,6 +28,7 @@ Samplers
     probability-flow ODE in ``x / alpha`` against ``sigma / alpha``.
 """
 
+import abc
 import math
 
 import numpy as np
@@ -57,8 +58,12 @@ def randn_like(x, generator):
     return noise.to(x.device, x.dtype)
 
 
-class Sampler:
-    """Base class of an update rule.  Subclasses implement `step`.
+class Sampler(abc.ABC):
+    """Base class of an update rule.
+
+    `step` evaluates the model once at ``t``, returns the denoised image
+    after the last step, and otherwise hands the pieces to the rule's
+    `update`, which is all a subclass writes.
 
     Attributes
     ----------
@@ -86,13 +91,23 @@ class Sampler:
 
     def step(self, denoiser, x, t, t_next, generator):
         """Advance ``x`` from ``t`` to ``t_next``; return ``(x_next, x0_hat)``."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        x0, eps = denoiser(x, t)
+        if t_next is None:
+            self.reset()
+            return x0, x0
+        now, nxt = _as(denoiser.schedule, t), _as(denoiser.schedule, t_next)
+        return self.update(denoiser, x, x0, eps, now, nxt, t_next, generator), x0
+
+    @abc.abstractmethod
+    def update(self, denoiser, x, x0, eps, now, nxt, t_next, generator):
+        """The rule: ``x`` at ``now = (alpha, sigma)`` to ``nxt = (alpha', sigma')``.
+
+        ``x0`` and ``eps`` are the model's denoised image and noise at ``x``.
+        """
 
 
 def _as(schedule, t):
-    """alpha, sigma at t (None = clean) as python floats."""
-    if t is None:
-        return 1.0, 0.0
+    """alpha, sigma at t as python floats."""
     a, s = schedule.alpha_sigma(torch.tensor(float(t)))
     return float(a), float(s)
 
@@ -108,20 +123,15 @@ class DDPMSampler(Sampler):
             raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
         self.variance = variance
 
-    def step(self, denoiser, x, t, t_next, generator):
-        x0, _ = denoiser(x, t)
-        if t_next is None:
-            return x0, x0
-        a, s = _as(denoiser.schedule, t)
-        an, sn = _as(denoiser.schedule, t_next)
+    def update(self, denoiser, x, x0, eps, now, nxt, t_next, generator):
+        (a, _), (an, _) = now, nxt
         abar, abar_n = a * a, an * an
         beta = 1.0 - abar / abar_n
         # posterior mean of q(x_s | x_t, x_0)
         c0 = an * beta / (1.0 - abar)
         ct = math.sqrt(abar / abar_n) * (1.0 - abar_n) / (1.0 - abar)
-        mean = c0 * x0 + ct * x
         var = beta if self.variance == "beta" else beta * (1.0 - abar_n) / (1.0 - abar)
-        return mean + math.sqrt(var) * randn_like(x, generator), x0
+        return c0 * x0 + ct * x + math.sqrt(var) * randn_like(x, generator)
 
 
 class DDIMSampler(Sampler):
@@ -135,17 +145,13 @@ class DDIMSampler(Sampler):
         self.eta = float(eta)
         self.stochastic = self.eta > 0
 
-    def step(self, denoiser, x, t, t_next, generator):
-        x0, eps = denoiser(x, t)
-        if t_next is None:
-            return x0, x0
-        a, s = _as(denoiser.schedule, t)
-        an, sn = _as(denoiser.schedule, t_next)
+    def update(self, denoiser, x, x0, eps, now, nxt, t_next, generator):
+        (a, s), (an, sn) = now, nxt
         c = self.eta * math.sqrt(max(sn ** 2 / s ** 2 * (1.0 - a ** 2 / an ** 2), 0.0))
         out = an * x0 + math.sqrt(max(sn ** 2 - c ** 2, 0.0)) * eps
         if c > 0:
             out = out + c * randn_like(x, generator)
-        return out, x0
+        return out
 
 
 class DPMSolverPP2M(Sampler):
@@ -160,38 +166,30 @@ class DPMSolverPP2M(Sampler):
     def reset(self):
         self._prev = None  # (x0_hat, h) of the previous step
 
-    def step(self, denoiser, x, t, t_next, generator):
-        x0, _ = denoiser(x, t)
-        if t_next is None:
-            self.reset()
-            return x0, x0
-        a, s = _as(denoiser.schedule, t)
-        an, sn = _as(denoiser.schedule, t_next)
+    def update(self, denoiser, x, x0, eps, now, nxt, t_next, generator):
+        (a, s), (an, sn) = now, nxt
         h = math.log(an / sn) - math.log(a / s)
         d = x0
         if self._prev is not None:
             x0_prev, h_prev = self._prev
             r = h_prev / h
             d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
-        out = (sn / s) * x - an * math.expm1(-h) * d
         self._prev = (x0, h)
-        return out, x0
+        return (sn / s) * x - an * math.expm1(-h) * d
 
 
 class EulerSampler(Sampler):
-    """Euler steps of the probability-flow ODE in ``x / alpha`` vs ``sigma / alpha``."""
+    """Euler steps of the probability-flow ODE in ``x / alpha`` vs ``sigma / alpha``.
+
+    In these variables an Euler step is the same update as DDIM with ``eta = 0``.
+    """
 
     name = "euler"
 
-    def step(self, denoiser, x, t, t_next, generator):
-        x0, eps = denoiser(x, t)
-        if t_next is None:
-            return x0, x0
-        a, s = _as(denoiser.schedule, t)
-        an, sn = _as(denoiser.schedule, t_next)
+    def update(self, denoiser, x, x0, eps, now, nxt, t_next, generator):
+        (a, s), (an, sn) = now, nxt
         # d(x/alpha)/d(sigma/alpha) = eps
-        out = an * (x / a + (sn / an - s / a) * eps)
-        return out, x0
+        return an * (x / a + (sn / an - s / a) * eps)
 
 
 class HeunSampler(Sampler):
@@ -200,17 +198,11 @@ class HeunSampler(Sampler):
     name = "heun"
     evals_per_step = 2
 
-    def step(self, denoiser, x, t, t_next, generator):
-        x0, eps = denoiser(x, t)
-        if t_next is None:
-            return x0, x0
-        a, s = _as(denoiser.schedule, t)
-        an, sn = _as(denoiser.schedule, t_next)
+    def update(self, denoiser, x, x0, eps, now, nxt, t_next, generator):
+        (a, s), (an, sn) = now, nxt
         ds = sn / an - s / a
-        xs_next = x / a + ds * eps
-        x0_n, eps_n = denoiser(an * xs_next, t_next)
-        out = an * (x / a + ds * 0.5 * (eps + eps_n))
-        return out, x0
+        _, eps_n = denoiser(an * (x / a + ds * eps), t_next)
+        return an * (x / a + ds * 0.5 * (eps + eps_n))
 
 
 SAMPLERS = {cls.name: cls for cls in
