@@ -78,6 +78,7 @@ from scipy import ndimage
 from . import io as _io
 from .bands import parse_bands
 from .diffusion import get_sampler, make_grid, reverse_process
+from ._validation import check_positive_int
 from .diffusion.samplers import randn_like
 from .io import AstroSBGMInputWarning, make_tan_wcs, pixel_scale_of, read_image
 
@@ -625,12 +626,8 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     if method not in INPAINT_METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; known methods: "
                          f"{sorted(INPAINT_METHODS)}")
-    n_draws = int(n_draws)
-    if n_draws < 1:
-        raise ValueError(f"n_draws must be >= 1, got {n_draws}")
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n_draws = check_positive_int("n_draws", n_draws)
+    batch_size = check_positive_int("batch_size", batch_size)
     cfg = INPAINT_METHODS[method]
     sampler = cfg["sampler"] if sampler is None else sampler
     if sampler == cfg["sampler"]:

@@ -60,6 +60,7 @@ from .bands import BAND_WAVELENGTHS, parse_bands
 from .diffusion import get_sampler, make_grid, reverse_process
 from .diffusion.samplers import randn_like
 from .io import AstroSBGMInputWarning, make_tan_wcs, read_image, to_model_grid
+from ._validation import check_positive_int
 
 __all__ = ["transfer", "read_picture", "rgb_to_bands", "band_weights", "RGB_WAVELENGTHS",
            "PICTURE_SUFFIXES"]
@@ -370,12 +371,8 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler="dpmpp-2m", steps=No
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must lie in (0, 1] (the fraction of the diffusion the "
                          f"input is noised to; the paper used 0.6), got {strength}")
-    n_draws = int(n_draws)
-    if n_draws < 1:
-        raise ValueError(f"n_draws must be >= 1, got {n_draws}")
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n_draws = check_positive_int("n_draws", n_draws)
+    batch_size = check_positive_int("batch_size", batch_size)
     rule = get_sampler(sampler, **options)
     T = model.schedule_.T
     t_start = min(round(strength * T, 6), T - 1.0)

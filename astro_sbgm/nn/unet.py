@@ -44,6 +44,8 @@ import numbers
 import torch
 from torch import nn
 
+from .._validation import check_positive_int
+
 __all__ = ["UNet", "count_parameters"]
 
 
@@ -329,12 +331,6 @@ class _Upsample(nn.Module):
         return self.conv(x)
 
 
-def _check_positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class UNet(nn.Module):
     """Noise-prediction U-Net of Smith, Geach et al. (2022) with configurable width.
 
@@ -385,10 +381,10 @@ class UNet(nn.Module):
                  attention_levels=None, attention_heads=4, attention_head_dim=32, groups=8,
                  mid_attention=True):
         super().__init__()
-        in_channels = _check_positive_int("in_channels", in_channels)
+        in_channels = check_positive_int("in_channels", in_channels)
         out_channels = (in_channels if out_channels is None
-                        else _check_positive_int("out_channels", out_channels))
-        dim = _check_positive_int("dim", dim, minimum=4)
+                        else check_positive_int("out_channels", out_channels))
+        dim = check_positive_int("dim", dim, minimum=4)
         if dim % 2:
             raise ValueError(f"dim must be even (sines and cosines of dim/2 frequencies), "
                              f"got {dim}")
@@ -398,7 +394,7 @@ class UNet(nn.Module):
             raise ValueError(f"dim_mults must be a sequence of integers, got {dim_mults!r}")
         if len(dim_mults) < 2:
             raise ValueError(f"dim_mults needs at least 2 levels, got {dim_mults!r}")
-        dim_mults = tuple(_check_positive_int("each of dim_mults", m) for m in dim_mults)
+        dim_mults = tuple(check_positive_int("each of dim_mults", m) for m in dim_mults)
         levels = len(dim_mults)
         if attention_levels is None:
             attention_levels = (True,) * levels
@@ -412,9 +408,9 @@ class UNet(nn.Module):
             raise ValueError(f"attention_levels must be None or {levels} booleans (one per "
                              f"level of dim_mults={dim_mults}), got {attention_levels!r}")
         attention_levels = tuple(bool(a) for a in attention_levels)
-        attention_heads = _check_positive_int("attention_heads", attention_heads)
-        attention_head_dim = _check_positive_int("attention_head_dim", attention_head_dim)
-        groups = _check_positive_int("groups", groups)
+        attention_heads = check_positive_int("attention_heads", attention_heads)
+        attention_head_dim = check_positive_int("attention_head_dim", attention_head_dim)
+        groups = check_positive_int("groups", groups)
         widths = [dim * m for m in dim_mults]
         bad = [w for w in widths if w % groups]
         if bad:
