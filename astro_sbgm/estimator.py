@@ -36,7 +36,7 @@ from .nn import UNet
 from .preprocessing import FluxScaler
 from . import distributed as _dist
 from .training import (AstroSBGMTrainingWarning, Trainer, atomic_write_text, autocast_forward,
-                       latest_checkpoint, tf32 as _allow_tf32)
+                       latest_checkpoint, refuse_foreign_checkpoint_dir, tf32 as _allow_tf32)
 
 __all__ = ["GalaxyDiffusion", "NotFittedError", "PRESETS"]
 
@@ -393,6 +393,8 @@ class GalaxyDiffusion:
             raise ValueError(f"steps must be >= 0, got {steps}")
         if resume and checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir= (where the checkpoints are)")
+        if checkpoint_dir is not None:  # before anything of a fitted model is replaced
+            refuse_foreign_checkpoint_dir(checkpoint_dir)
         fluxes = self.prepare(X, bands=bands)
         continuing = warm_start and hasattr(self, "ema_net_")
         if not continuing:

@@ -213,7 +213,18 @@ def latest_checkpoint(directory):
     return None
 
 
-def _check_checkpoint_dir(directory, config):
+def refuse_foreign_checkpoint_dir(directory):
+    """Raise unless ``directory`` is new, empty, or an astro_sbgm checkpoint directory.
+
+    Changes nothing on disk.
+
+    Raises
+    ------
+    NotADirectoryError
+        If ``directory`` is a file.
+    FileExistsError
+        If it holds files that are not astro_sbgm checkpoints.
+    """
     directory = Path(directory)
     marker = directory / CHECKPOINT_MARKER
     if directory.exists():
@@ -226,6 +237,12 @@ def _check_checkpoint_dir(directory, config):
                 f"checkpoint_dir {str(directory)!r} already holds files that are not "
                 f"astro_sbgm checkpoints ({', '.join(sorted(others)[:3])}...); give an empty "
                 "or new directory so nothing of yours is overwritten")
+    return directory
+
+
+def _check_checkpoint_dir(directory, config):
+    directory = refuse_foreign_checkpoint_dir(directory)
+    marker = directory / CHECKPOINT_MARKER
     directory.mkdir(parents=True, exist_ok=True)
     if not marker.exists():
         atomic_write_text(marker, json.dumps({"format": "astro_sbgm checkpoints",

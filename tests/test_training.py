@@ -290,6 +290,19 @@ def test_estimator_refuses_foreign_checkpoint_dir(tmp_path):
     assert (other / "table.csv").read_text() == "a,b\n1,2\n"
 
 
+def test_refused_checkpoint_dir_leaves_a_fitted_model_as_it_was(tmp_path):
+    other = tmp_path / "results"
+    other.mkdir()
+    (other / "table.csv").write_text("a,b\n1,2\n")
+    data = make_trivial_dataset(4, size=16, seed=0)
+    model = _tiny_model().fit(data, steps=2, progress=False)
+    before = {k: v.clone() for k, v in model.net_.state_dict().items()}
+    with pytest.raises(FileExistsError, match="table.csv"):
+        model.fit(data, steps=4, progress=False, checkpoint_dir=other)
+    after = model.net_.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 # --------------------------------------------------------------------------- resume
 def _state(model):
     return model.net_.state_dict(), model.ema_net_.state_dict()
