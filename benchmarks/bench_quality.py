@@ -151,7 +151,9 @@ def plot_quality(table, baseline):
         for si, sampler in enumerate(np.unique(last["sampler"])):
             rows = last[last["sampler"] == sampler]
             rows = rows[np.argsort(rows["nfe"])]
-            ax1.errorbar(rows["nfe"], rows["sgd"], yerr=rows["sgd_std"], marker="o", ms=3,
+            # colour: sampler; line style and marker: configuration (single points too)
+            ax1.errorbar(rows["nfe"], rows["sgd"], yerr=rows["sgd_std"],
+                         marker="os^D"[ci % 4], ms=4, mfc="none" if ci % 2 else None,
                          ls=styles[ci % len(styles)], color=f"C{si}",
                          label=f"{config} {sampler}")
         stage_rows = mine[mine["stage_sampler"]]
