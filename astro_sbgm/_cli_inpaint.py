@@ -118,15 +118,19 @@ def _hdu(value):
     return int(value) if str(value).lstrip("-").isdigit() else value
 
 
-def inpaint_command(args):
-    """Run ``astro-sbgm inpaint`` from parsed arguments; returns 0."""
+def _model_and_sampler(args):
+    """The saved model of ``--model`` and the ``--sampler`` choice as keyword arguments."""
     from .estimator import GalaxyDiffusion
-    from .inpainting import inpaint
 
     model = GalaxyDiffusion.load(args.model, device=args.device)
-    kwargs = {}
-    if args.sampler is not None:
-        kwargs["sampler"] = args.sampler
+    return model, ({} if args.sampler is None else {"sampler": args.sampler})
+
+
+def inpaint_command(args):
+    """Run ``astro-sbgm inpaint`` from parsed arguments; returns 0."""
+    from .inpainting import inpaint
+
+    model, kwargs = _model_and_sampler(args)
     result = inpaint(model, args.input, mask=args.mask, method=args.method,
                      n_draws=args.n_draws, t_start=args.t_start, steps=args.steps,
                      jump_length=args.jump_length, n_resample=args.n_resample, seed=args.seed,
@@ -141,13 +145,9 @@ def inpaint_command(args):
 
 def transfer_command(args):
     """Run ``astro-sbgm transfer`` from parsed arguments; returns 0."""
-    from .estimator import GalaxyDiffusion
     from .transfer import transfer
 
-    model = GalaxyDiffusion.load(args.model, device=args.device)
-    kwargs = {}
-    if args.sampler is not None:
-        kwargs["sampler"] = args.sampler
+    model, kwargs = _model_and_sampler(args)
     result = transfer(model, args.input, strength=args.strength, n_draws=args.n_draws,
                       steps=args.steps, seed=args.seed, weights=args.weights, bands=args.bands,
                       mapping=args.mapping, flux_range=args.flux_range,
