@@ -14,8 +14,9 @@ The protocol (run outside CI; the full version takes hours)::
    model is read against.
 2. For each configuration (``default``: `astro_sbgm.GalaxyDiffusion`'s
    defaults; ``paper``: the ``"paper"`` preset; optionally ``attn-low``: the
-   defaults with attention only at the two lowest resolutions), train on the
-   training set for
+   defaults with attention only at the two lowest resolutions, and ``eps`` or
+   ``edm``: the defaults with that training objective instead of ``"v"``),
+   train on the training set for
    the same budget of ``minutes`` (wall-clock, or process CPU time with
    ``--clock cpu``), with the same number of threads.  Training is cut into
    stages (``--stages``, fractions of the budget); each stage resumes the
@@ -26,7 +27,8 @@ The protocol (run outside CI; the full version takes hours)::
 3. After every stage, draw ``n`` galaxies with ``--stage-sampler`` (default
    ``dpmpp-2m:20``); after the last stage, with every sampler of
    ``--samplers`` at every step count of ``--steps``, and with ``"ddpm"`` at
-   ``--reference-steps`` (the paper's 1000-step ancestral sampler).  Each set
+   ``--reference-steps`` (the paper's 1000-step ancestral sampler; drawn
+   even when ``ddpm`` is not among ``--samplers``).  Each set
    is measured and compared with the held-out set: SGD (with a bootstrap
    spread), SGD / baseline, Cohen's d and W1 per property, network
    evaluations per image, and wall time.
@@ -38,6 +40,13 @@ The protocol (run outside CI; the full version takes hours)::
 
 Before the sweep the script prints an estimate of its sampling time (the
 1000-step reference dominates: ``n`` x 1000 network evaluations per model).
+Runs on the same data (same ``--size``, ``--n``, ``--n-train`` and
+``--seed``) can be joined afterwards, e.g. a full sampler sweep of one
+configuration and a single-sampler run of another::
+
+    python benchmarks/bench_quality.py --merge q30-default/quality.ecsv \
+        q30-paper/quality.ecsv --out quality30
+
 A smoke test that runs end to end in a few minutes::
 
     nice python benchmarks/bench_quality.py --minutes 0.3 --n 16 --n-train 64 --size 32 \\
@@ -69,13 +78,15 @@ _PROPS = list(SGD_COLUMNS)
 _FIRST_LEG = 3  # optimizer steps of the first leg of training, which measures the speed
 
 
-_CONFIGS = ("default", "attn-low", "paper")
+_CONFIGS = ("default", "attn-low", "eps", "edm", "paper")
 
 
 def _model(config, size, seed):
     """The estimator of a named configuration (see the module docstring)."""
     if config == "default":
         return GalaxyDiffusion(image_size=size, device="cpu", seed=seed)
+    if config in ("eps", "edm"):  # the defaults with another training objective
+        return GalaxyDiffusion(image_size=size, device="cpu", seed=seed, objective=config)
     if config == "attn-low":
         levels = len(tuple(GalaxyDiffusion().dim_mults))
         return GalaxyDiffusion(image_size=size, device="cpu", seed=seed,
@@ -179,7 +190,7 @@ def main(argv=None):
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="what the budget counts: wall-clock or process CPU time")
     parser.add_argument("--configs", default="default,paper",
-                        help="comma-separated subset of default, attn-low, paper")
+                        help="comma-separated subset of " + ", ".join(_CONFIGS))
     parser.add_argument("--n", type=int, default=500,
                         help="galaxies per drawn set, and in the held-out set (default 500)")
     parser.add_argument("--n-train", type=int, default=2000, help="training galaxies")
@@ -187,7 +198,8 @@ def main(argv=None):
     parser.add_argument("--samplers", default="ddpm,ddim,dpmpp-2m,euler,heun")
     parser.add_argument("--steps", default="10,20,50,100", help="step counts of the sweep")
     parser.add_argument("--reference-steps", type=int, default=1000,
-                        help="steps of the ddpm reference (0: none)")
+                        help="steps of the ddpm reference, drawn whether or not ddpm is in "
+                             "--samplers (0: none)")
     parser.add_argument("--stages", default="0.333,1",
                         help="fractions of the budget at which the model is evaluated")
     parser.add_argument("--stage-sampler", default="dpmpp-2m:20",
@@ -199,7 +211,13 @@ def main(argv=None):
     parser.add_argument("--out", default="quality", help="output directory")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep the training checkpoints (in <out>/checkpoints-<config>)")
+    parser.add_argument("--merge", nargs="+", metavar="ECSV",
+                        help="train nothing: join quality.ecsv files of earlier runs on the "
+                             "same data into <out>/quality.ecsv and quality.png")
     args = parser.parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     torch.set_num_threads(args.threads)
     clock = _CLOCK[args.clock]
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -267,7 +285,8 @@ def main(argv=None):
             if fraction == 1.0:
                 runs += [(s, k, False) for s in samplers for k in step_list
                          if (s, k) != (stage_sampler, stage_steps)]
-                if args.reference_steps and "ddpm" in samplers:
+                if args.reference_steps and ("ddpm", args.reference_steps) not in [
+                        (s, k) for s, k, _ in runs]:
                     runs.append(("ddpm", args.reference_steps, False))
                 n_eval = sum(k * (2 if s == "heun" else 1) for s, k, _ in runs) * args.n
                 probe = time.perf_counter()
@@ -294,6 +313,12 @@ def main(argv=None):
                        "baseline_cohens_d": json.dumps({k: float(v)
                                                         for k, v in base.cohens_d.items()}),
                        "loadavg_end": list(os.getloadavg())})
+    _write(table, out)
+
+
+def _write(table, out):
+    """Write ``quality.ecsv`` and ``quality.png`` into ``out`` and print the table."""
+    baseline = table.meta["baseline_sgd"]
     table.write(out / "quality.ecsv", format="ascii.ecsv", overwrite=True)
     plot_quality(table, baseline).savefig(out / "quality.png", dpi=120)
     show = table["config", "stage", "train_steps", "sampler", "steps", "nfe", "sgd", "sgd_std",
@@ -304,6 +329,44 @@ def main(argv=None):
     print("\n".join(show.pformat(max_lines=-1, max_width=-1)))
     print(f"baseline SGD {baseline:.3f}; wrote {out / 'quality.ecsv'} and "
           f"{out / 'quality.png'}")
+
+
+def merge(paths, out):
+    """Join tables written by separate runs of the same data into one table and figure.
+
+    Runs that share ``--size``, ``--n``, ``--n-train`` and ``--seed`` draw the same
+    training and held-out sets, so their rows are comparable (e.g. one run per
+    configuration, each with its own sampler sweep).
+
+    Parameters
+    ----------
+    paths : list of path-like
+        ``quality.ecsv`` files written by this script.
+    out : path-like
+        Directory for the joined ``quality.ecsv`` and ``quality.png``.
+
+    Returns
+    -------
+    `~astropy.table.QTable`
+    """
+    from astropy.table import vstack
+
+    tables = [QTable.read(p, format="ascii.ecsv") for p in paths]
+    keys = ("size", "n", "n_train", "baseline_sgd")
+    for path, tab in zip(paths[1:], tables[1:]):
+        differ = [k for k in keys if tab.meta.get(k) != tables[0].meta.get(k)]
+        if differ:
+            raise ValueError(f"{path} was measured on other data than {paths[0]} "
+                             f"(different {', '.join(differ)}); only runs with the same "
+                             "--size, --n, --n-train and --seed can be joined")
+    table = vstack(tables, metadata_conflicts="silent")
+    table.meta = dict(tables[0].meta)
+    table.meta["command"] = [t.meta.get("command") for t in tables]
+    table.meta["date"] = [t.meta.get("date") for t in tables]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write(table, out)
+    return table
 
 
 if __name__ == "__main__":
