@@ -140,6 +140,9 @@ def _evaluate(model, held_cat, baseline, n, sampler, steps, seed, batch_size, bo
 def plot_quality(table, baseline):
     """Two panels: SGD against NFE (last stage), SGD against training time (stage sampler).
 
+    Colour marks the sampler, line style and marker the configuration; the SGD
+    axis is logarithmic when some SGD exceeds five times the baseline.
+
     Parameters
     ----------
     table : `~astropy.table.QTable`
@@ -152,20 +155,22 @@ def plot_quality(table, baseline):
     `matplotlib.figure.Figure`
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     styles = ["-", "--", ":", "-."]
+    colour = {s: f"C{i}" for i, s in enumerate(np.unique(table["sampler"]))}
     for ci, config in enumerate(np.unique(table["config"])):
         mine = table[table["config"] == config]
         last = mine[mine["stage"] == mine["stage"].max()]
-        for si, sampler in enumerate(np.unique(last["sampler"])):
+        for sampler in np.unique(last["sampler"]):
             rows = last[last["sampler"] == sampler]
             rows = rows[np.argsort(rows["nfe"])]
             # colour: sampler; line style and marker: configuration (single points too)
             ax1.errorbar(rows["nfe"], rows["sgd"], yerr=rows["sgd_std"],
                          marker="os^D"[ci % 4], ms=4, mfc="none" if ci % 2 else None,
-                         ls=styles[ci % len(styles)], color=f"C{si}",
+                         ls=styles[ci % len(styles)], color=colour[sampler],
                          label=f"{config} {sampler}")
         stage_rows = mine[mine["stage_sampler"]]
         stage_rows = stage_rows[np.argsort(stage_rows["train_s"])]
@@ -175,6 +180,10 @@ def plot_quality(table, baseline):
         ax.axhline(baseline, color="k", lw=0.8, ls=":", label="real vs real")
         ax.set_ylabel("SGD against held-out set")
         ax.legend(fontsize=7)
+        if np.nanmax(table["sgd"]) > 5 * baseline:  # an undertrained model next to good ones
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax1.set_xscale("log")
     ax1.set_xlabel("network evaluations per galaxy")
     ax1.set_title("end of training")
