@@ -59,6 +59,7 @@ from ._version import __version__
 from .bands import BAND_WAVELENGTHS, parse_bands
 from .diffusion import get_sampler, make_grid, reverse_process
 from .diffusion.samplers import randn_like
+from .estimator import _sample_generators
 from .io import AstroSBGMInputWarning, make_tan_wcs, read_image, to_model_grid
 from ._validation import check_positive_int
 
@@ -279,14 +280,6 @@ def _prepare(model, image, bands, unit, hdu, mapping, flux_range):
     return scaler.transform(flux), wcs, "image"
 
 
-def _generators(seed, start, n):
-    gens = []
-    for k in range(start, start + n):
-        state = np.random.SeedSequence([int(seed), int(k)]).generate_state(2, dtype=np.uint32)
-        gens.append(torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))
-    return gens
-
-
 def transfer(model, image, strength=0.6, n_draws=1, sampler="dpmpp-2m", steps=None,
              grid=None, seed=None, weights="ema", batch_size=16, bands=None, unit=None,
              hdu=None, mapping="display", flux_range=None, reference=None, n_neighbours=3,
@@ -392,7 +385,7 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler="dpmpp-2m", steps=No
     outs, nfe = [], 0
     for lo in range(0, n_draws, batch_size):
         m = min(batch_size, n_draws - lo)
-        gens = _generators(seed, lo, m)
+        gens = _sample_generators(seed, lo, m)
         x0_t = torch.from_numpy(np.repeat(x0[None], m, axis=0)).to(model.device_)
         x = a * x0_t + s * randn_like(x0_t, gens)
         out, nfe = reverse_process(den, x, times, rule, generator=gens, progress=progress)

@@ -61,7 +61,7 @@ def legacy_factory():
 
 
 @pytest.fixture(scope="session")
-def blob_model():
+def model():
     """A 16x16 grz model of round Gaussian blobs (make_trivial_dataset), about 20 s of CPU.
 
     Shared by the inpainting and transfer tests, which need a model that has learnt
@@ -80,7 +80,7 @@ def blob_model():
 
 
 @pytest.fixture(scope="session")
-def blob_held_out():
+def held_out():
     """Three blobs the blob model never saw."""
     from astro_sbgm.datasets import make_trivial_dataset
 

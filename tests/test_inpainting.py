@@ -21,16 +21,6 @@ from astro_sbgm.io import AstroSBGMInputWarning, read_image, write_image
 SIZE = 16
 
 
-@pytest.fixture(scope="module")
-def model(blob_model):
-    return blob_model
-
-
-@pytest.fixture(scope="module")
-def held_out(blob_held_out):
-    return blob_held_out
-
-
 def _strip(width=4, start=6):
     mask = np.zeros((SIZE, SIZE), bool)
     mask[start:start + width, :] = True

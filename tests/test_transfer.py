@@ -21,16 +21,6 @@ SIZE = 16
 COLOURS = np.array([0.6, 1.0, 1.3])
 
 
-@pytest.fixture(scope="module")
-def model(blob_model):
-    return blob_model
-
-
-@pytest.fixture(scope="module")
-def held_out(blob_held_out):
-    return blob_held_out
-
-
 def _sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
