@@ -13,7 +13,7 @@ from photutils.morphology import gini as photutils_gini
 from scipy.optimize import brentq
 
 from astro_sbgm.metrics import MeasurementFlag, PhotometryWarning, ab_magnitude, measure_galaxies
-from astro_sbgm.metrics.photometry import _clipped_median_std
+from astro_sbgm.metrics.photometry import _clipped_median_std, _frame_noise
 
 SCALE = 0.262
 
@@ -97,6 +97,54 @@ def test_background_level_recovered_with_big_galaxy():
     frame[4:-4, 4:-4] = False
     naive = np.median(data[:, 1][:, frame], axis=1)
     assert np.mean(bkg) < np.mean(naive)
+
+
+def test_background_of_censored_sky_needs_no_fallback():
+    # generated galaxies lie inside the scaler's range: their sky is censored
+    # at the lower bound, galaxy + max(0, N(0, sigma)).  Half of the frame
+    # pixels sit at the clip, so the frame's median is the clip and its MAD
+    # is zero: a MAD-based source mask used to cover the whole frame.
+    rng = np.random.default_rng(5)
+    sigma, n = 0.01, 12
+    data = np.empty((n, 3, 64, 64))
+    for i in range(n):
+        gal = draw(galsim.Exponential(half_light_radius=rng.uniform(0.5, 2.0),
+                                      flux=rng.uniform(2, 20)))
+        for b, colour in enumerate((0.6, 1.0, 1.5)):
+            data[i, b] = colour * gal + np.maximum(0.0, rng.normal(0, sigma, (64, 64)))
+    cat = measure_galaxies(data, bands="grz")
+    assert not np.any(cat["flags"] & MeasurementFlag.BACKGROUND_FALLBACK)
+    # Expectation of the background as defined (sigma-clipped median) for
+    # X = max(0, N(0, sigma)): P(X = 0) = P(N <= 0) = 1/2, so median(X) = 0;
+    # no value lies below 0 and the clip removes values above the median
+    # only, so the clipped median stays at 0.  (The mean of X,
+    # sigma / sqrt(2 pi) = 0.40 sigma, is what a mean-based estimator gives.)
+    expected = 0.0
+    mean_of_censored = sigma / np.sqrt(2 * np.pi)
+    for band in "grz":
+        bkg = cat[f"background_{band}"].to_value(u.nanomaggy)
+        assert np.all(np.abs(bkg - expected) < 0.1 * sigma), (band, bkg / sigma)
+        assert np.all(np.abs(bkg - mean_of_censored) > 0.2 * sigma)
+
+
+@pytest.mark.parametrize("level", [0.0, 0.3])
+def test_frame_noise_of_censored_sky_is_sigma(level):
+    # max(0, level + N(0, sigma)) with 0 <= level < sigma: censoring leaves the
+    # median (level) and the +1 sigma quantile (level + sigma) in place, so
+    # q84 - q50 = sigma, while the MAD is 0 at level 0 (half the pixels at 0)
+    rng = np.random.default_rng(7)
+    sigma = 0.01
+    values = np.maximum(0.0, level * sigma + rng.normal(0, sigma, (50, 960)))
+    noise = _frame_noise(values, np.median(values, axis=1))
+    # unbiased (the mean of 50 frames: +-0.007 sigma of scatter) and never far
+    # off in one frame of 960 pixels (scatter 0.05 sigma)
+    assert abs(np.mean(noise) - sigma) < 0.025 * sigma
+    assert np.all(np.abs(noise - sigma) < 0.25 * sigma)
+    # an uncensored frame keeps the MAD-based sigma
+    gauss = rng.normal(0, sigma, (50, 960))
+    med = np.median(gauss, axis=1)
+    mad = 1.4826 * np.median(np.abs(gauss - med[:, None]), axis=1)
+    np.testing.assert_array_equal(_frame_noise(gauss, med), mad)
 
 
 def test_exponential_magnitude_and_radius():

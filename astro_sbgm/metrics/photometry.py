@@ -20,7 +20,15 @@ Background
     3x3 box mean lies more than 3 times its own noise (``sigma / 3``, so one
     pixel sigma) above a first robust estimate (median and MAD-based sigma of
     the frame) are left out, which removes the wings of
-    the galaxy and of neighbours that reach the edge.  If fewer than 20 % of
+    the galaxy and of neighbours that reach the edge.  A censored sky (pixels
+    clipped at a lower bound, as in generated images, whose values lie inside
+    the scaler's range: ``max(0, sky + noise)``) has its median at the clip
+    and a zero MAD; such a frame (lower half-width ``q50 - q16`` under half of
+    the upper one ``q84 - q50``, or a zero MAD) takes its sigma from the
+    uncensored side, ``q84 - q50``.  Its background is then the clipped
+    median, i.e. the sky level under the noise (0 for ``max(0, N(0,
+    sigma))``), not the mean pixel value (``sigma / sqrt(2 pi)`` higher).
+    If fewer than 20 % of
     the frame pixels survive, the unmasked frame is used and the row is
     flagged ``BACKGROUND_FALLBACK``.  On 64x64 cutouts the frame lies 28 px
     (7.3") from the centre; a background taken closer in (an annulus inside
@@ -234,6 +242,52 @@ def _nanmedian_last(a):
     return np.where(count > 0, 0.5 * (lo + hi), np.nan)
 
 
+def _nanquantile_last(a, q):
+    """Quantiles ``q`` (sequence) over the last axis ignoring NaN, vectorised.
+
+    Linear interpolation between order statistics (numpy's default method);
+    NaN for all-NaN rows.  Returns an array of shape ``(len(q),) + a.shape[:-1]``.
+    """
+    ordered = np.sort(a, axis=-1)  # NaN sort last
+    count = np.isfinite(a).sum(axis=-1)
+    last = np.maximum(count - 1, 0)
+    out = []
+    for level in q:
+        pos = level * last
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, last)
+        frac = pos - lo
+        v_lo = np.take_along_axis(ordered, lo[..., None], -1)[..., 0]
+        v_hi = np.take_along_axis(ordered, hi[..., None], -1)[..., 0]
+        out.append(np.where(count > 0, v_lo + frac * (v_hi - v_lo), np.nan))
+    return np.stack(out)
+
+
+#: Gaussian quantiles at -1 and +1 sigma.
+_Q16, _Q84 = 0.15865525393145707, 0.8413447460685429
+
+
+def _frame_noise(values, median):
+    """Robust pixel noise of frame pixels (..., npix), censored skies included.
+
+    The MAD-based sigma ``1.4826 MAD`` of an uncensored frame.  A frame whose
+    sky is censored at a clip (the generated pixels of a model trained on
+    clipped images, ``max(0, sky + noise)``) has its lower half piled up at
+    the clip: its median sits at the clip and its MAD is zero (or, with a
+    faint galaxy wing under the clip, nearly so).  Such a frame -- recognised
+    by a lower half-width ``q50 - q16`` under half of the upper one
+    ``q84 - q50`` (a Gaussian has them equal; a source in the frame widens
+    the lower one too) -- or a frame with a zero MAD gets the noise from its
+    uncensored side, ``q84 - q50``, which is sigma for Gaussian noise censored
+    at or below its median.
+    """
+    mad = 1.4826 * _nanmedian_last(np.abs(values - median[..., None]))
+    q16, q50, q84 = _nanquantile_last(values, (_Q16, 0.5, _Q84))
+    upper = q84 - q50
+    censored = (q50 - q16 < 0.5 * upper) | (mad == 0)
+    return np.where(censored, upper, mad)
+
+
 def _frame_background(x, width):
     """Sigma-clipped median and std of the outer frame, source masked.
 
@@ -246,7 +300,7 @@ def _frame_background(x, width):
     values = flat[..., index]
     finite = np.isfinite(x)
     med0 = _nanmedian_last(values)
-    mad = 1.4826 * _nanmedian_last(np.abs(values - med0[..., None]))
+    noise = _frame_noise(values, med0)
     # 3x3 box mean at the frame pixels, from integral images
     integral = np.zeros((n, nb, ny + 1, nx + 1))
     integral[..., 1:, 1:] = np.cumsum(np.cumsum(np.where(finite, x, 0.0), axis=2), axis=3)
@@ -263,7 +317,7 @@ def _frame_background(x, width):
     box_count = count[..., a] - count[..., b] - count[..., c] + count[..., d]
     with np.errstate(invalid="ignore", divide="ignore"):
         smooth = box_sum / box_count
-    source = smooth > (med0 + mad)[..., None]  # 3 sigma of a 3x3 mean = sigma
+    source = smooth > (med0 + noise)[..., None]  # 3 sigma of a 3x3 mean = sigma
     masked = np.where(source, np.nan, values)
     left = np.isfinite(masked).sum(axis=-1)
     usable = np.isfinite(values).sum(axis=-1)
@@ -613,7 +667,8 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
     background : 'frame' or float, `~astropy.units.Quantity` or array, optional
         ``'frame'`` (default): sigma-clipped median of the outermost
         ``background_width`` pixels with the source masked (see the module
-        docstring).  A number (nanomaggy), or an array broadcastable to
+        docstring; frames whose sky is censored at a clip take the noise of
+        the source mask from their uncensored side).  A number (nanomaggy), or an array broadcastable to
         ``(n, band)``, is subtracted as given (use 0 for sky-subtracted,
         noise-free images).
     background_width : int, optional
