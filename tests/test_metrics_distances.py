@@ -8,6 +8,7 @@ from astropy.utils.masked import Masked
 
 from astro_sbgm.metrics import (SGD_COLUMNS, baseline_sgd, cohens_d, synthetic_galaxy_distance,
                                 wasserstein_1)
+from astro_sbgm.metrics import distances
 
 
 def catalogue(n, seed, shift=0.0):
@@ -103,6 +104,115 @@ def test_baseline_sgd_uses_all_rows():
     assert baseline_sgd(a, seed=1).total == res.total
     with pytest.raises(ValueError, match="at least 2 rows"):
         baseline_sgd(a[:1])
+
+
+def test_baseline_sgd_n_draws_disjoint_samples_of_that_size(monkeypatch):
+    a = catalogue(101, 5)
+    a["id"] = np.arange(101)
+    a["mag_g"].mask[:6] = True  # unusable rows are never drawn
+    seen = []
+    real = distances.synthetic_galaxy_distance
+
+    def spy(cat_a, cat_b, **kwargs):
+        seen.append((list(cat_a["id"]), list(cat_b["id"])))
+        return real(cat_a, cat_b, **kwargs)
+
+    monkeypatch.setattr(distances, "synthetic_galaxy_distance", spy)
+    for n in (1, 10, 47):  # 95 usable rows: at most 47 per side
+        res = baseline_sgd(a, seed=n, n=n)
+        ids_a, ids_b = seen[-1]
+        assert len(ids_a) == len(ids_b) == n
+        assert not set(ids_a) & set(ids_b)  # never the same galaxy on both sides
+        assert min(ids_a + ids_b) >= 6
+        assert (res.n_used_a, res.n_used_b, res.n_dropped_a, res.n_dropped_b) == (n, n, 0, 0)
+    assert baseline_sgd(a, seed=3, n=20).total == baseline_sgd(a, seed=3, n=20).total
+
+
+def test_baseline_sgd_n_matches_independent_samples_of_that_size():
+    # the halves of a big catalogue (500 vs 500) understate the W1 floor of a
+    # model scored at 50 vs 50; the baseline at n=50 has the mean of the SGD
+    # of two independent 50-galaxy samples of the same population
+    big = catalogue(1000, 8)
+    halves = np.mean([baseline_sgd(big, seed=s).total for s in range(10)])
+    at_n = np.mean([baseline_sgd(big, seed=s, n=50).total for s in range(40)])
+    pairs = np.mean([synthetic_galaxy_distance(catalogue(50, 100 + s),
+                                               catalogue(50, 200 + s)).total
+                     for s in range(40)])
+    assert at_n > 2 * halves
+    assert at_n == pytest.approx(pairs, rel=0.15)
+
+
+@pytest.mark.parametrize("n, match", [(51, r"n <= 50"), (0, "positive integer"),
+                                      (2.5, "positive integer"), (True, "positive integer")])
+def test_baseline_sgd_refuses_an_n_the_data_cannot_give(n, match):
+    with pytest.raises(ValueError, match=match):
+        baseline_sgd(catalogue(101, 5), n=n)
+
+
+def test_baseline_sgd_n_counts_usable_rows():
+    a = catalogue(20, 5)
+    a["r_half"][:4] = np.nan * u.arcsec
+    assert baseline_sgd(a, seed=0, n=8).n_used_a == 8
+    with pytest.raises(ValueError, match=r"n=9\).*16 usable.*4 of its 20 rows.*n <= 8"):
+        baseline_sgd(a, n=9)
+
+
+def test_sgd_refuses_radius_in_pixels_without_pixel_scale():
+    a, b = catalogue(40, 0), catalogue(40, 1)
+    scale = 0.262
+    a_pix, b_pix = a.copy(), b.copy()
+    a_pix["r_half"] = a["r_half"].value / scale * u.pix
+    b_pix["r_half"] = b["r_half"].value / scale * u.pix
+    # both sides in pixels used to be summed with magnitudes silently
+    with pytest.raises(u.UnitsError, match=r"'r_half' of A is in pixels.*pixel_scale="):
+        synthetic_galaxy_distance(a_pix, b_pix)
+    ref = synthetic_galaxy_distance(a, b)
+    for kwargs in (dict(pixel_scale=scale), dict(pixel_scale=scale * u.arcsec / u.pix)):
+        got = synthetic_galaxy_distance(a_pix, b_pix, **kwargs)
+        assert got.total == pytest.approx(ref.total, rel=1e-12)
+        assert got.terms["R_e"].unit == u.arcsec
+    # one side in pixels, the other in arcsec: converted too
+    mixed = synthetic_galaxy_distance(a, b_pix, pixel_scale=scale)
+    assert mixed.total == pytest.approx(ref.total, rel=1e-12)
+    with pytest.raises(u.UnitsError, match="'r_half' of B is in pixels"):
+        synthetic_galaxy_distance(a, b_pix)
+    # the baseline passes it on
+    assert baseline_sgd(a_pix, seed=0, pixel_scale=scale).total == pytest.approx(
+        baseline_sgd(a, seed=0).total, rel=1e-12)
+
+
+def test_sgd_refuses_radius_without_unit():
+    a, b = catalogue(40, 0), catalogue(40, 1)
+    a_none, b_none = Table(a), Table(b)
+    a_none["r_half"] = a["r_half"].value
+    b_none["r_half"] = b["r_half"].value
+    with pytest.raises(u.UnitsError, match=r"radius column 'r_half' of A has no unit.*"
+                                           r"unit = 'arcsec'.*pixel_scale="):
+        synthetic_galaxy_distance(a_none, b_none)
+    # a pixel scale does not guess that unit-less numbers are pixels
+    with pytest.raises(u.UnitsError, match="has no unit"):
+        synthetic_galaxy_distance(a_none, b_none, pixel_scale=0.262)
+    # a radius under another label is found by its column name, and an
+    # R_e-labelled column by its label
+    with pytest.raises(u.UnitsError, match="'r_half'"):
+        synthetic_galaxy_distance(a_none, b_none, columns={"size": "r_half"})
+    with pytest.raises(u.UnitsError, match="'mag_g'"):
+        synthetic_galaxy_distance(a_none, b_none, columns={"R_e": "mag_g"})
+    # a radius must be an angle, not just any unit
+    a_kpc, b_kpc = a.copy(), b.copy()
+    a_kpc["r_half"] = a["r_half"].value * u.kpc
+    b_kpc["r_half"] = b["r_half"].value * u.kpc
+    with pytest.raises(u.UnitsError, match="unit kpc"):
+        synthetic_galaxy_distance(a_kpc, b_kpc)
+    # other unit-less properties are summed as before
+    assert synthetic_galaxy_distance(a_none, b_none, columns=["g_r"]).total > 0
+
+
+@pytest.mark.parametrize("scale", [0, -0.2, [0.2, 0.3], "big", 1 * u.kg])
+def test_sgd_bad_pixel_scale(scale):
+    a = catalogue(10, 0)
+    with pytest.raises(ValueError, match="pixel_scale"):
+        synthetic_galaxy_distance(a, a, pixel_scale=scale)
 
 
 def test_sgd_from_files_with_other_column_names(tmp_path):
