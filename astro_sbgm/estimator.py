@@ -50,7 +50,8 @@ MODEL_FORMAT = "astro_sbgm model"
 PRESETS = {
     "paper": dict(dim=64, dim_mults=(1, 2, 4, 8), attention_levels=None, schedule="cosine",
                   timesteps=1000, objective="eps", loss="l2", min_snr_gamma=None,
-                  scaling="linear", flux_lower=0.0, flux_upper="kmeans", batch_size=56),
+                  scaling="linear", flux_lower=0.0, flux_upper="kmeans", flux_softening=0.05,
+                  batch_size=56, continuous_time=False),
 }
 
 
@@ -103,11 +104,18 @@ class GalaxyDiffusion:
         Min-SNR loss weighting.
     scaling : {"asinh", "linear"}
         Flux stretch before the [-1, 1] map (`astro_sbgm.preprocessing.FluxScaler`).
-    flux_lower, flux_upper : float or "kmeans"
-        Clip interval in nanomaggies; ``flux_upper="kmeans"`` estimates it the
-        paper's way from the training set.
-    flux_softening : float
-        Softening of the asinh stretch in nanomaggies.
+    flux_lower : float, sequence of float or "auto"
+        Lower clip in nanomaggies: one value, one per band, or ``"auto"`` (the
+        default): 6 times each band's sky sigma below zero, the sigma
+        measured on the training set at `fit`
+        (`astro_sbgm.preprocessing.sky_sigma`), so every band keeps its
+        negative sky noise whatever its depth.
+    flux_upper : float or "kmeans"
+        Upper clip in nanomaggies; ``"kmeans"`` estimates it the paper's way
+        from the training set.
+    flux_softening : float, sequence of float or "auto"
+        Softening of the asinh stretch in nanomaggies; ``"auto"`` (the
+        default) is twice each band's sky sigma, measured at `fit`.
     batch_size : int
         Training batch size.
     learning_rate : float
@@ -123,6 +131,10 @@ class GalaxyDiffusion:
         The half-life never exceeds this fraction of the images seen.
     augment : bool
         Random flips and 90-degree rotations during training.
+    continuous_time : bool
+        Train on timesteps drawn from the interval ``[0, T - 1]`` (default)
+        rather than the integers (the paper): the few-step samplers evaluate
+        the network between the integers.
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ...
     seed : int
@@ -147,9 +159,10 @@ class GalaxyDiffusion:
     def __init__(self, image_size=64, bands="grz", pixel_scale=0.262, dim=32,
                  dim_mults=(1, 2, 4, 8), attention_levels=None, schedule="cosine",
                  timesteps=1000, objective="v", loss="l2", min_snr_gamma=None,
-                 scaling="asinh", flux_lower=-0.05, flux_upper=100.0, flux_softening=0.05,
+                 scaling="asinh", flux_lower="auto", flux_upper=100.0, flux_softening="auto",
                  batch_size=16, learning_rate=2e-4, lr_warmup=100, grad_clip=1.0,
-                 ema_halflife=20_000, ema_rampup=0.1, augment=True, device="auto", seed=0):
+                 ema_halflife=20_000, ema_rampup=0.1, augment=True, continuous_time=True,
+                 device="auto", seed=0):
         self.image_size = image_size
         self.bands = bands
         self.pixel_scale = pixel_scale
@@ -172,6 +185,7 @@ class GalaxyDiffusion:
         self.ema_halflife = ema_halflife
         self.ema_rampup = ema_rampup
         self.augment = augment
+        self.continuous_time = continuous_time
         self.device = device
         self.seed = seed
 
@@ -358,8 +372,15 @@ class GalaxyDiffusion:
         bands : str, optional
             Band names of the inputs when they do not carry them.
         warm_start : bool
-            Continue from the current weights of a fitted model instead of
-            starting afresh.
+            Fine-tune: continue from the current weights of a fitted model
+            instead of starting afresh.  ``steps`` then counts the steps of
+            this call (not the model's total); the data order, augmentation,
+            timesteps and noise come from fresh random streams (derived from
+            ``seed`` and the steps already taken, so a fine-tune never replays
+            the first run); Adam starts anew with the learning-rate warm-up;
+            the weight average restarts its ramp-up, so its horizon fits the
+            new run; and the flux scaling of the fitted model is kept (not
+            refitted to ``X``), so the model's [-1, 1] space does not move.
         precision : {"fp32", "bf16"}
             ``"bf16"``: the network runs under bfloat16 autocast on CUDA (the
             loss stays in float32); ignored with a warning on the CPU.
@@ -397,6 +418,7 @@ class GalaxyDiffusion:
             refuse_foreign_checkpoint_dir(checkpoint_dir)
         fluxes = self.prepare(X, bands=bands)
         continuing = warm_start and hasattr(self, "ema_net_")
+        steps_before = int(getattr(self, "n_steps_", 0)) if continuing else 0
         if not continuing:
             self._build()
         # under torchrun: one GPU per process (cuda:LOCAL_RANK), then join the group
@@ -427,16 +449,18 @@ class GalaxyDiffusion:
         config["scaler"] = self.scaler_.to_dict()
         data = torch.from_numpy(self.scaler_.transform(fluxes))
         denoiser = Denoiser(self.net_, self.schedule_, self.objective)
+        seed = int(self.seed)
+        if continuing:  # fresh streams for a fine-tune, never a replay of the first run
+            seed = int(np.random.SeedSequence([seed, steps_before]).generate_state(1)[0])
         trainer = Trainer(denoiser, data, batch_size=int(self.batch_size),
-                          lr=float(self.learning_rate), seed=int(self.seed), loss=self.loss,
+                          lr=float(self.learning_rate), seed=seed, loss=self.loss,
                           min_snr_gamma=self.min_snr_gamma, grad_clip=self.grad_clip,
                           ema_halflife=float(self.ema_halflife), ema_rampup=self.ema_rampup,
                           lr_warmup=int(self.lr_warmup), augment_data=bool(self.augment),
                           device=self.device_, distributed=distributed, precision=precision,
-                          compile=compile)
+                          compile=compile, continuous_time=bool(self.continuous_time))
         if continuing:
             trainer.ema.net.load_state_dict(self.ema_net_.state_dict())
-            trainer.step = self.n_steps_
         if record is not None:
             trainer.load_checkpoint(record)
         with _allow_tf32(allow_tf32 and self.device_.type == "cuda"):
@@ -445,10 +469,54 @@ class GalaxyDiffusion:
                         config=config, time_limit=time_limit)
         self.net_ = trainer.net
         self.ema_net_ = trainer.ema.net
-        self.n_steps_ = trainer.step
-        self.history_ = list(trainer.losses)
+        self.n_steps_ = steps_before + trainer.step
+        self.history_ = (list(getattr(self, "history_", [])) if continuing else []) + list(
+            trainer.losses)
         self.n_train_ = int(data.shape[0])
         return self
+
+    def round_trip(self, images):
+        """Images as the model can represent them: the flux scaling applied, then undone.
+
+        Every generated pixel lies inside the scaler's clip interval, real
+        pixels do not.  Measure real galaxies passed through `round_trip`
+        beside the raw ones to tell the model's own error from what the
+        clipping costs (the normalisation floor, SGD of ``x`` against
+        ``round_trip(x)``).
+
+        Parameters
+        ----------
+        images : object
+            A ``(n, band, y, x)`` or ``(band, y, x)`` array in nanomaggies in
+            the model's band order, one `~astropy.nddata.NDData` /
+            `~astropy.nddata.CCDData`, or a list of them (anything
+            `astro_sbgm.io.read_image` reads).
+
+        Returns
+        -------
+        object
+            The same kind of object: an array of the same shape, or
+            `~astropy.nddata.CCDData` (one or a list) in the model's bands,
+            with the data round-tripped and WCS, unit, mask, uncertainty and
+            meta kept.
+
+        Raises
+        ------
+        NotFittedError
+            If the model was never fitted or loaded.
+        ValueError
+            If an image lacks one of the model's bands.
+        """
+        self._check_fitted()
+        if isinstance(images, np.ndarray):
+            return self.scaler_.inverse_transform(self.scaler_.transform(images))
+        single = not isinstance(images, (list, tuple))
+        out = []
+        for ccd in read_images([images] if single else list(images)):
+            ccd = select_bands(ccd, self.bands_).copy()
+            ccd.data = self.scaler_.inverse_transform(self.scaler_.transform(ccd.data))
+            out.append(ccd)
+        return out[0] if single else out
 
     # ------------------------------------------------------------------ sample
     def _denoiser(self, weights="ema"):

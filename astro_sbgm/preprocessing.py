@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 from astropy.nddata import NDData
 
-__all__ = ["FluxScaler", "kmeans_truncation_point"]
+__all__ = ["FluxScaler", "kmeans_truncation_point", "sky_sigma"]
 
 
 def _finite_float(value, name):
@@ -63,6 +63,103 @@ def _percentiles(image, percentile):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN planes give NaN
         return np.nanpercentile(data.reshape(data.shape[0], -1), percentile, axis=1)
+
+
+def _per_band(value, name):
+    """A number, ``"auto"`` or a tuple of per-band numbers (all finite)."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"{name} must be a number of nanomaggies, one per band, or 'auto', "
+                             f"got {value!r}")
+        return value
+    if np.ndim(value) == 0:
+        return _finite_float(value, name)
+    values = tuple(_finite_float(v, name) for v in np.asarray(value, dtype=object).ravel())
+    if not values:
+        raise ValueError(f"{name} must hold one number per band, got an empty sequence")
+    return values
+
+
+def _as_param(value):
+    return value if np.ndim(value) == 0 else np.asarray(value, dtype=np.float64)
+
+
+def _stack_fluxes(images):
+    """``(n, band, y, x)`` float64 with masked pixels as NaN, from an array or a list."""
+    if isinstance(images, (list, tuple)):
+        planes = []
+        for im in images:
+            if isinstance(im, NDData):
+                data = np.array(im.data, dtype=np.float64)
+                if im.mask is not None:
+                    data[np.broadcast_to(np.asarray(im.mask, bool), data.shape)] = np.nan
+            else:
+                data = np.array(im, dtype=np.float64)
+            planes.append(data[None] if data.ndim == 2 else data)
+        return planes
+    arr = np.asarray(images, dtype=np.float64)
+    if arr.ndim != 4:
+        raise ValueError(f"images must have shape (n, band, y, x), got {arr.shape}; give a "
+                         "4-D array or a list of (band, y, x) images")
+    return arr
+
+
+def sky_sigma(images, border=4, max_images=2000):
+    """Per-band sky noise of a set of cutouts, robust to the galaxies in them.
+
+    For every image and band the pixels of the outer ``border``-pixel frame
+    are taken (galaxies sit at the centre of a cutout); the noise is the
+    distance from their median to their 15.87th percentile, the lower,
+    source-free side of the distribution (sources and neighbours only add
+    flux, so the upper side is contaminated; a censored sky has MAD = 0 but
+    still a lower side when the clip is below the median).  The result is
+    the median over images, so a few shallow or deep cutouts do not move it.
+
+    Parameters
+    ----------
+    images : array-like or list
+        Fluxes in nanomaggies, ``(n, band, y, x)`` or a list of ``(band, y,
+        x)`` arrays or `~astropy.nddata.NDData` (masked pixels left out).
+    border : int
+        Width of the frame in pixels.
+    max_images : int
+        Use at most this many images (evenly spaced through the set), so the
+        estimate reads a documented subsample in one pass.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        float64 sigma per band, nanomaggies.
+
+    Raises
+    ------
+    ValueError
+        If the images have no noise to measure (a noiseless set: give
+        ``lower=`` and ``softening=`` as numbers instead of ``"auto"``).
+    """
+    stack = _stack_fluxes(images)
+    n = len(stack)
+    if n == 0:
+        raise ValueError("need at least one image to estimate the sky noise")
+    pick = np.unique(np.linspace(0, n - 1, min(n, int(max_images))).round().astype(int))
+    per = []
+    for i in pick:
+        im = stack[i]
+        b = int(border)
+        frame = np.ones(im.shape[-2:], bool)
+        if min(im.shape[-2:]) > 2 * b:
+            frame[b:-b, b:-b] = False
+        pix = im[:, frame]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q16, q50 = np.nanpercentile(pix, [15.865, 50.0], axis=1)
+        per.append(q50 - q16)
+    sig = np.nanmedian(np.array(per), axis=0)
+    if not np.all(np.isfinite(sig) & (sig > 0)):
+        raise ValueError(f"could not measure a sky noise in every band (got {sig} nanomaggies): "
+                         "the images look noiseless; give lower= and softening= as numbers "
+                         "instead of 'auto'")
+    return sig
 
 
 def kmeans_truncation_point(images, percentile=99.9):
@@ -121,20 +218,33 @@ class FluxScaler:
         Truncation point ``A`` in nanomaggies, or ``"kmeans"`` to estimate it
         in `fit` the paper's way (see `kmeans_truncation_point`).  The
         paper's values are 5.5 (PROBES) and 5.0 (SDSS).
-    lower : float
-        Lower clip in nanomaggies (0 in the paper).  A small negative value
-        keeps the negative half of the sky noise.
+    lower : float, sequence of float or "auto"
+        Lower clip in nanomaggies (0 in the paper): one number for all bands,
+        one per band, or ``"auto"``: ``-lower_sigma`` times each band's sky
+        sigma, estimated in `fit` (see `sky_sigma`).  A negative value keeps
+        the negative half of the sky noise.
     stretch : {"linear", "asinh"}
         ``"linear"`` is eq. 13 of the paper.  ``"asinh"`` maps
         ``asinh(x / softening)`` linearly instead, which keeps the shape of
         bright cores at a given ``upper``.
-    softening : float
-        The ``b`` of the asinh stretch, in nanomaggies (ignored for linear).
+    softening : float, sequence of float or "auto"
+        The ``b`` of the asinh stretch in nanomaggies (ignored for linear):
+        one number, one per band, or ``"auto"``: ``softening_sigma`` times
+        each band's sky sigma, estimated in `fit`.
+    lower_sigma, softening_sigma : float
+        The multiples of the sky sigma used by ``"auto"``.  The default lower
+        clip, 6 sigma below zero, touches about one sky pixel in 10^9 even
+        where a cutout is 0.25 mag shallower than the typical one.
 
     Attributes
     ----------
     upper_ : float
         The truncation point in use (after `fit` when ``upper="kmeans"``).
+    lower_, softening_ : float or `numpy.ndarray`
+        The clip and softening in use: a float, or one value per band (the
+        band axis is the third from last of every array transformed).
+    sky_sigma_ : `numpy.ndarray` or None
+        Per-band sky sigma (nanomaggies) estimated in `fit` for ``"auto"``.
 
     Examples
     --------
@@ -144,7 +254,8 @@ class FluxScaler:
     array([-1., -1.,  0.,  1.,  1.], dtype=float32)
     """
 
-    def __init__(self, upper=5.5, lower=0.0, stretch="linear", softening=0.05):
+    def __init__(self, upper=5.5, lower=0.0, stretch="linear", softening=0.05,
+                 lower_sigma=6.0, softening_sigma=2.0):
         if stretch not in ("linear", "asinh"):
             raise ValueError(f"stretch must be 'linear' or 'asinh', got {stretch!r}")
         if isinstance(upper, str):
@@ -153,34 +264,45 @@ class FluxScaler:
                                  f"{upper!r}")
         else:
             upper = _finite_float(upper, "upper")
-        lower = _finite_float(lower, "lower")
-        softening = _finite_float(softening, "softening")
-        if stretch == "asinh" and not softening > 0:
+        lower = _per_band(lower, "lower")
+        softening = _per_band(softening, "softening")
+        if stretch == "asinh" and not isinstance(softening, str) and not np.all(
+                np.asarray(softening) > 0):
             raise ValueError(f"softening must be > 0 nanomaggies, got {softening!r}")
+        self.lower_sigma = _finite_float(lower_sigma, "lower_sigma")
+        self.softening_sigma = _finite_float(softening_sigma, "softening_sigma")
+        if not self.softening_sigma > 0:
+            raise ValueError(f"softening_sigma must be > 0, got {softening_sigma!r}")
         self.upper = upper
         self.lower = lower
         self.stretch = stretch
         self.softening = softening
         self.upper_ = None if upper == "kmeans" else upper
+        self.lower_ = None if isinstance(lower, str) else _as_param(lower)
+        self.softening_ = None if isinstance(softening, str) else _as_param(softening)
+        self.sky_sigma_ = None
         self._check()
 
     def _check(self):
-        if self.upper_ is not None and not self.upper_ > self.lower:
-            raise ValueError(f"upper ({self.upper_}) must be larger than lower ({self.lower})")
+        if self.upper_ is not None and self.lower_ is not None and not np.all(
+                self.upper_ > np.asarray(self.lower_)):
+            raise ValueError(f"upper ({self.upper_}) must be larger than lower ({self.lower_})")
 
     @property
     def fitted(self):
-        """Whether the truncation point is known."""
-        return self.upper_ is not None
+        """Whether every parameter of the map is known."""
+        return (self.upper_ is not None and self.lower_ is not None
+                and self.softening_ is not None)
 
     def fit(self, images):
-        """Estimate the truncation point when ``upper="kmeans"``.
+        """Estimate what was left to the data: ``A`` (``"kmeans"``) and the sky (``"auto"``).
 
         Parameters
         ----------
         images : array-like or list
-            Fluxes in nanomaggies, ``(n, band, y, x)`` (see
-            `kmeans_truncation_point`); ignored when ``upper`` is a number.
+            Fluxes in nanomaggies, ``(n, band, y, x)`` or a list of ``(band,
+            y, x)`` images (see `kmeans_truncation_point`); ignored when every
+            parameter is given as a number.
 
         Returns
         -------
@@ -188,19 +310,37 @@ class FluxScaler:
         """
         if self.upper == "kmeans":
             self.upper_ = kmeans_truncation_point(images)
-            self._check()
+        if isinstance(self.lower, str) or isinstance(self.softening, str):
+            self.sky_sigma_ = sky_sigma(images)
+            if isinstance(self.lower, str):
+                self.lower_ = -self.lower_sigma * self.sky_sigma_
+            if isinstance(self.softening, str):
+                self.softening_ = self.softening_sigma * self.sky_sigma_
+        self._check()
         return self
 
-    def _f(self, x):
-        return np.arcsinh(x / self.softening) if self.stretch == "asinh" else x
+    def _band_param(self, value, x):
+        """``value`` shaped to broadcast over the band axis (third from last) of ``x``."""
+        if np.ndim(value) == 0:
+            return value
+        value = np.asarray(value, dtype=np.float64)
+        if x.ndim < 3 or x.shape[-3] != len(value):
+            raise ValueError(f"this scaler has per-band parameters for {len(value)} bands; give "
+                             f"arrays (..., band, y, x) with {len(value)} bands, got shape "
+                             f"{x.shape}")
+        return value[:, None, None]
 
-    def _finv(self, y):
-        return np.sinh(y) * self.softening if self.stretch == "asinh" else y
+    def _f(self, x, soft):
+        return np.arcsinh(x / soft) if self.stretch == "asinh" else x
+
+    def _finv(self, y, soft):
+        return np.sinh(y) * soft if self.stretch == "asinh" else y
 
     def _require_fit(self):
-        if self.upper_ is None:
-            raise RuntimeError("the FluxScaler has upper='kmeans' and was never fitted; call "
-                               "fit(images) first or give upper= as a number")
+        if not self.fitted:
+            raise RuntimeError("the FluxScaler has parameters left to the data (upper='kmeans' "
+                               "or lower/softening='auto') and was never fitted; call "
+                               "fit(images) first or give them as numbers")
 
     def transform(self, flux):
         """Map fluxes in nanomaggies to [-1, 1].
@@ -225,9 +365,11 @@ class FluxScaler:
             If ``upper="kmeans"`` and the scaler was not fitted.
         """
         self._require_fit()
-        x = np.clip(np.asarray(flux, dtype=np.float64), self.lower, self.upper_)
-        lo, hi = self._f(self.lower), self._f(self.upper_)
-        return (2.0 * (self._f(x) - lo) / (hi - lo) - 1.0).astype(np.float32)
+        x = np.asarray(flux, dtype=np.float64)
+        lower, soft = self._band_param(self.lower_, x), self._band_param(self.softening_, x)
+        x = np.clip(x, lower, self.upper_)
+        lo, hi = self._f(lower, soft), self._f(self.upper_, soft)
+        return (2.0 * (self._f(x, soft) - lo) / (hi - lo) - 1.0).astype(np.float32)
 
     def inverse_transform(self, scaled):
         """Map [-1, 1] back to fluxes in nanomaggies.
@@ -253,17 +395,23 @@ class FluxScaler:
         """
         self._require_fit()
         y = np.clip(np.asarray(scaled, dtype=np.float64), -1.0, 1.0)
-        lo, hi = self._f(self.lower), self._f(self.upper_)
-        return self._finv((y + 1.0) / 2.0 * (hi - lo) + lo).astype(np.float32)
+        lower, soft = self._band_param(self.lower_, y), self._band_param(self.softening_, y)
+        lo, hi = self._f(lower, soft), self._f(self.upper_, soft)
+        return self._finv((y + 1.0) / 2.0 * (hi - lo) + lo, soft).astype(np.float32)
 
     def to_dict(self):
-        """The scaler's parameters as a JSON-safe dict."""
-        return {"upper": self.upper, "lower": self.lower, "stretch": self.stretch,
-                "softening": self.softening, "upper_": self.upper_}
+        """The scaler's parameters (given and fitted) as a JSON-safe dict."""
+        def js(v):
+            return v.tolist() if isinstance(v, np.ndarray) else v
+        return {"upper": self.upper, "lower": js(self.lower), "stretch": self.stretch,
+                "softening": js(self.softening), "lower_sigma": self.lower_sigma,
+                "softening_sigma": self.softening_sigma, "upper_": self.upper_,
+                "lower_": js(self.lower_), "softening_": js(self.softening_),
+                "sky_sigma_": js(self.sky_sigma_)}
 
     @classmethod
     def from_dict(cls, d):
-        """Rebuild a scaler from `to_dict` output.
+        """Rebuild a scaler from `to_dict` output (also that of earlier versions).
 
         Parameters
         ----------
@@ -284,9 +432,13 @@ class FluxScaler:
             raise ValueError(f"the scaler description lacks {missing}; give the dict written "
                              "by FluxScaler.to_dict")
         obj = cls(upper=d["upper"], lower=d["lower"], stretch=d["stretch"],
-                  softening=d["softening"])
+                  softening=d["softening"], lower_sigma=d.get("lower_sigma", 6.0),
+                  softening_sigma=d.get("softening_sigma", 2.0))
         if d.get("upper_") is not None:
             obj.upper_ = _finite_float(d["upper_"], "upper_")
+        for key in ("lower_", "softening_", "sky_sigma_"):
+            if d.get(key) is not None:
+                setattr(obj, key, _as_param(_per_band(d[key], key)))
         obj._check()
         return obj
 

@@ -275,6 +275,9 @@ class Trainer:
         See `EMA`.
     augment_data : bool
         Apply random flips and 90-degree rotations.
+    continuous_time : bool
+        Draw training timesteps from the interval ``[0, T - 1]`` rather than
+        the integers (see `~astro_sbgm.diffusion.draw_training_noise`).
     device : `torch.device`
         Where the network runs.
     distributed : bool or None
@@ -301,7 +304,7 @@ class Trainer:
     def __init__(self, denoiser, data, batch_size=16, lr=2e-4, seed=0, loss="l2",
                  min_snr_gamma=None, grad_clip=1.0, ema_halflife=50_000, ema_rampup=0.1,
                  lr_warmup=100, augment_data=True, device="cpu", distributed=None,
-                 precision="fp32", compile=False, pin_memory=None):
+                 precision="fp32", compile=False, pin_memory=None, continuous_time=False):
         if data.shape[0] == 0:
             raise ValueError("the training set is empty")
         if precision not in PRECISIONS:
@@ -316,6 +319,7 @@ class Trainer:
         self.min_snr_gamma = min_snr_gamma
         self.grad_clip = grad_clip
         self.augment_data = augment_data
+        self.continuous_time = bool(continuous_time)
         self.device = torch.device(device)
         if distributed is None:
             distributed = _dist.is_distributed()
@@ -403,7 +407,7 @@ class Trainer:
         if codes is not None:
             x0 = _apply_dihedral(x0, codes[sl])
         noise, t = draw_training_noise(self.denoiser, (len(idx),) + tuple(self.data.shape[1:]),
-                                       self.generator)
+                                       self.generator, continuous_time=self.continuous_time)
         return training_loss(self.train_denoiser, x0, loss=self.loss,
                              min_snr_gamma=self.min_snr_gamma, noise=noise[sl], t=t[sl])
 
@@ -419,7 +423,8 @@ class Trainer:
         else:
             x0 = self._next_batch()
             loss = training_loss(self.train_denoiser, x0, self.generator, loss=self.loss,
-                                 min_snr_gamma=self.min_snr_gamma)
+                                 min_snr_gamma=self.min_snr_gamma,
+                                 continuous_time=self.continuous_time)
             shown = loss
         if not torch.isfinite(shown):
             raise FloatingPointError(

@@ -52,8 +52,10 @@ def test_sample_returns_calibrated_ccddata(fitted):
         assert ccd.shape == (3, 16, 16)
         assert ccd.data.dtype == np.float32
         assert np.all(np.isfinite(ccd.data))
-        lo, hi = fitted.scaler_.lower, fitted.scaler_.upper_
-        assert ccd.data.min() >= lo - 1e-6 and ccd.data.max() <= hi * (1 + 1e-6)
+        lo, hi = np.asarray(fitted.scaler_.lower_), fitted.scaler_.upper_   # per band
+        assert lo.shape == (3,) and np.all(lo < 0)
+        assert np.all(ccd.data.min(axis=(1, 2)) >= lo * (1 + 1e-6))
+        assert ccd.data.max() <= hi * (1 + 1e-6)
         assert ccd.wcs.has_celestial
         assert list(ccd.wcs.wcs.ctype) == ["RA---TAN", "DEC--TAN"]
         np.testing.assert_allclose(proj_plane_pixel_scales(ccd.wcs) * 3600, [0.262, 0.262],
@@ -433,3 +435,104 @@ def test_a_tiny_model_learns_a_trivial_population():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert model.sample(1, seed=0, steps=20, progress=False)[0].meta["TRSTEPS"] == 600
+
+
+# --------------------------------------------------------------------------- recipe, fine-tuning
+def _record_batches(monkeypatch):
+    """Record the data indices and timesteps of every training batch."""
+    from astro_sbgm import training
+
+    seen = []
+    orig_idx = training.Trainer._next_indices
+    orig_draw = training.draw_training_noise
+
+    def next_indices(self):
+        idx = orig_idx(self)
+        seen.append({"idx": list(idx)})
+        return idx
+
+    def draw(*args, **kwargs):
+        noise, t = orig_draw(*args, **kwargs)
+        seen[-1]["t"] = t.clone()
+        return noise, t
+
+    monkeypatch.setattr(training.Trainer, "_next_indices", next_indices)
+    monkeypatch.setattr(training, "draw_training_noise", draw)
+    monkeypatch.setattr("astro_sbgm.diffusion.objectives.draw_training_noise", draw)
+    return seen
+
+
+def test_default_recipe_trains_on_continuous_timesteps(train_set, monkeypatch):
+    seen = _record_batches(monkeypatch)
+    _tiny(batch_size=6).fit(train_set, steps=3, progress=False)
+    t = torch.cat([s["t"] for s in seen])
+    assert len(t) == 18 and torch.all((t >= 0) & (t <= 99))
+    assert torch.any(t != t.round())              # between the integers
+    seen.clear()
+    _tiny(batch_size=6, continuous_time=False).fit(train_set, steps=3, progress=False)
+    t = torch.cat([s["t"] for s in seen])
+    assert torch.all(t == t.round())              # the paper: integers only
+    assert PRESETS["paper"]["continuous_time"] is False
+
+
+def test_default_scaler_is_per_band_and_saved(fitted, tmp_path):
+    s = fitted.scaler_
+    assert s.sky_sigma_.shape == (3,) and np.all(s.sky_sigma_ > 0)
+    np.testing.assert_allclose(s.lower_, -6 * s.sky_sigma_)
+    fitted.save(tmp_path / "m")
+    back = GalaxyDiffusion.load(tmp_path / "m", device="cpu")
+    np.testing.assert_array_equal(back.scaler_.lower_, s.lower_)
+    np.testing.assert_array_equal(back.scaler_.softening_, s.softening_)
+
+
+def test_warm_start_is_a_fresh_run_of_the_given_steps(train_set, monkeypatch):
+    seen = _record_batches(monkeypatch)
+    m = _tiny(batch_size=4).fit(train_set, steps=4, progress=False)
+    first = seen[0]
+    scaler = m.scaler_.to_dict()
+    seen.clear()
+    m.fit(train_set, steps=3, warm_start=True, progress=False)
+    assert len(seen) == 3                          # the steps of this call, not the total
+    assert m.n_steps_ == 7 and len(m.history_) == 7
+    assert (seen[0]["idx"], seen[0]["t"].tolist()) != (first["idx"], first["t"].tolist())
+    assert m.scaler_.to_dict() == scaler           # the scaling is kept, not refitted
+    seen.clear()
+    m.fit(train_set, steps=2, warm_start=True, progress=False)
+    assert m.n_steps_ == 9 and len(seen) == 2
+
+
+def test_warm_start_restarts_the_learning_rate_warm_up(train_set, monkeypatch):
+    from astro_sbgm import training
+
+    lrs = []
+    orig = training.Trainer.train_step
+
+    def step(self):
+        out = orig(self)
+        lrs.append(self.optimizer.param_groups[0]["lr"])
+        return out
+
+    monkeypatch.setattr(training.Trainer, "train_step", step)
+    m = _tiny(lr_warmup=4).fit(train_set, steps=5, progress=False)
+    lrs.clear()
+    m.fit(train_set, steps=2, warm_start=True, progress=False)
+    np.testing.assert_allclose(lrs, [m.learning_rate / 4, m.learning_rate / 2])
+
+
+def test_round_trip_returns_what_it_was_given(fitted, train_set):
+    one = fitted.round_trip(train_set[0])
+    assert isinstance(one, CCDData) and one.shape == train_set[0].shape
+    assert one.wcs.wcs.compare(train_set[0].wcs.wcs) and one.unit == train_set[0].unit
+    many = fitted.round_trip(train_set[:2])
+    assert isinstance(many, list) and len(many) == 2
+    arr = np.stack([c.data for c in train_set[:2]])
+    out = fitted.round_trip(arr)
+    assert isinstance(out, np.ndarray) and out.shape == arr.shape
+    np.testing.assert_array_equal(out, np.stack([c.data for c in many]))
+    # exactly the scaler's transform then inverse: values outside [lower, upper] are clipped
+    s = fitted.scaler_
+    np.testing.assert_array_equal(out, s.inverse_transform(s.transform(arr)))
+    lo = np.asarray(s.lower_, np.float32)[None, :, None, None]
+    assert np.all(out >= lo)
+    assert np.all(out[arr < lo] == np.broadcast_to(lo, arr.shape)[arr < lo])
+    assert not np.shares_memory(one.data, train_set[0].data)

@@ -188,3 +188,82 @@ def test_from_dict_of_an_unfitted_kmeans_scaler_stays_unfitted():
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FluxScaler(**kwargs)
+
+
+# --------------------------------------------------------------------------- per-band sky
+def _sky_images(sigmas, n=40, size=32, seed=3, censor=None):
+    """Noise images (n, band, size, size) of known per-band sigma, with a bright centre."""
+    rng = np.random.default_rng(seed)
+    sig = np.asarray(sigmas, float)[None, :, None, None]
+    x = rng.normal(0.0, 1.0, (n, len(sigmas), size, size)) * sig
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    x += 5.0 * np.exp(-(xx ** 2 + yy ** 2) / (2 * 3.0 ** 2))   # a galaxy: only adds flux
+    return x
+
+
+def test_sky_sigma_per_band_ignores_the_galaxy():
+    from astro_sbgm.preprocessing import sky_sigma
+
+    sig = sky_sigma(_sky_images([0.004, 0.008, 0.05]))
+    np.testing.assert_allclose(sig, [0.004, 0.008, 0.05], rtol=0.05)
+
+
+def test_sky_sigma_refuses_noiseless_images():
+    from astro_sbgm.preprocessing import sky_sigma
+
+    with pytest.raises(ValueError, match="noiseless"):
+        sky_sigma(np.zeros((3, 3, 16, 16)))
+
+
+def test_auto_bounds_follow_each_band():
+    x = _sky_images([0.004, 0.008, 0.05])
+    s = FluxScaler(upper=100.0, lower="auto", stretch="asinh", softening="auto").fit(x)
+    assert not FluxScaler(upper=100.0, lower="auto", stretch="asinh").fitted
+    np.testing.assert_allclose(s.lower_, -6.0 * s.sky_sigma_)
+    np.testing.assert_allclose(s.softening_, 2.0 * s.sky_sigma_)
+    # one clip for all bands, the old default, cuts into the noisy band's sky ...
+    one = FluxScaler(upper=100.0, lower=-0.05, stretch="asinh", softening=0.05)
+    clipped_one = np.mean(x[:, 2] < one.lower)
+    # ... the per-band clip keeps (almost) every sky pixel of every band
+    back = s.inverse_transform(s.transform(x))
+    assert clipped_one > 0.1
+    for b in range(3):
+        changed = np.abs(back[:, b] - x[:, b]) > 1e-3 * s.sky_sigma_[b]
+        assert np.mean(changed) < 1e-3
+        assert np.mean(x[:, b] < s.lower_[b]) < 1e-4
+    # every band maps its own clip onto -1
+    low = s.transform(np.broadcast_to(s.lower_[:, None, None], (3, 4, 4)))
+    np.testing.assert_allclose(low, -1.0, atol=1e-6)
+
+
+def test_per_band_parameters_need_the_band_axis():
+    s = FluxScaler(upper=10.0, lower=(-0.1, -0.2, -0.3), stretch="asinh",
+                   softening=(0.1, 0.1, 0.2))
+    y = s.transform(np.zeros((2, 3, 5, 5)))
+    assert y.shape == (2, 3, 5, 5) and len(np.unique(y[:, 0])) == 1
+    assert not np.allclose(y[:, 0], y[:, 2])
+    with pytest.raises(ValueError, match="3 bands"):
+        s.transform(np.zeros((2, 4, 5, 5)))
+    with pytest.raises(ValueError, match="3 bands"):
+        s.transform(np.zeros(5))
+
+
+def test_per_band_scaler_json_round_trip_and_old_dicts():
+    x = _sky_images([0.004, 0.008, 0.05], n=10)
+    s = FluxScaler(upper=100.0, lower="auto", stretch="asinh", softening="auto").fit(x)
+    t = FluxScaler.from_dict(json.loads(json.dumps(s.to_dict())))
+    np.testing.assert_array_equal(t.transform(x), s.transform(x))
+    np.testing.assert_array_equal(t.sky_sigma_, s.sky_sigma_)
+    # a scaler saved by an earlier version (one number each) still loads unchanged
+    old = {"upper": 100.0, "lower": -0.05, "stretch": "asinh", "softening": 0.05,
+           "upper_": 100.0}
+    o = FluxScaler.from_dict(old)
+    assert o.fitted and o.lower_ == -0.05 and o.softening_ == 0.05
+    np.testing.assert_allclose(o.transform([-0.05, 100.0]), [-1.0, 1.0], atol=1e-7)
+
+
+def test_auto_without_fit_is_refused():
+    with pytest.raises(RuntimeError, match="never fitted"):
+        FluxScaler(upper=10.0, lower="auto").transform(np.zeros((3, 4, 4)))
+    with pytest.raises(ValueError, match="'auto'"):
+        FluxScaler(lower="automatic")

@@ -548,7 +548,7 @@ def _make_ccd(data, sigma, bands, wcs, pixel_scale, extra_meta):
 # --------------------------------------------------------------------------
 
 def make_mock_legacy_survey(n, size=64, bands="grz", seed=None, pixel_scale=0.262,
-                            return_truth=False, progress=False):
+                            return_truth=False, progress=False, sky_noise=1.0):
     """Mock DESI Legacy Survey DR9-like galaxy cutouts, made with GalSim.
 
     Each galaxy is a Sersic bulge plus an exponential disk with blue
@@ -584,6 +584,12 @@ def make_mock_legacy_survey(n, size=64, bands="grz", seed=None, pixel_scale=0.26
         Also return a `~astropy.table.QTable` of the true galaxy properties.
     progress : bool, optional
         Show a tqdm progress bar.
+    sky_noise : float or sequence of float, optional
+        Multiplier of the sky noise, one number or one per band (e.g.
+        ``(1, 1, 3)`` for a z band three times noisier): a shallower (> 1) or
+        deeper (< 1) survey, the source shot noise following the same
+        exposure.  The galaxies and the random streams do not change, so the
+        default 1 gives exactly the images of earlier versions.
 
     Returns
     -------
@@ -634,11 +640,18 @@ def make_mock_legacy_survey(n, size=64, bands="grz", seed=None, pixel_scale=0.26
     bands = _check_bands(bands)
     pixel_scale = _check_pixel_scale(pixel_scale)
     root = _seed_sequence(seed)
+    noise_mult = np.broadcast_to(np.asarray(sky_noise, dtype=np.float64), (len(bands),)) \
+        if np.ndim(sky_noise) == 0 or np.size(sky_noise) == len(bands) else None
+    if noise_mult is None or not np.all(np.isfinite(noise_mult) & (noise_mult > 0)):
+        raise ValueError(f"sky_noise must be a positive number or one per band ({len(bands)}), "
+                         f"got {sky_noise!r}")
 
     images, rows = [], []
     for i in _progress(range(n), n, progress, "mock galaxies"):
         rng = _galaxy_rng(root, i)
         p = _draw_galaxy(rng, bands, size, pixel_scale)
+        if np.any(noise_mult != 1.0):
+            p["sky_sigma"] = p["sky_sigma"] * noise_mult
         model = _render(p, bands, size, pixel_scale)
 
         # noise: sky (white Gaussian, DR9 depth) plus the galaxy's own shot noise

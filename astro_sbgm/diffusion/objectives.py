@@ -99,20 +99,28 @@ class Denoiser:
         return x0, eps
 
 
-def draw_training_noise(denoiser, shape, generator=None, edm_p_mean=-1.2, edm_p_std=1.2):
+def draw_training_noise(denoiser, shape, generator=None, edm_p_mean=-1.2, edm_p_std=1.2,
+                        continuous_time=False):
     """The random draws of one training batch: noise, then timesteps.
 
     Parameters
     ----------
     denoiser : `Denoiser`
         The model (its objective decides how timesteps are drawn: uniform
-        integers, or from a log-normal ``sigma/alpha`` for ``"edm"``).
+        over ``0 .. T-1``, or from a log-normal ``sigma/alpha`` for ``"edm"``).
     shape : tuple of int
         Batch shape ``(n, band, y, x)``.
     generator : `torch.Generator`, optional
         CPU generator.
     edm_p_mean, edm_p_std : float
         The log-normal distribution of ``sigma/alpha`` for ``"edm"``.
+    continuous_time : bool
+        Draw ``t`` uniformly from the interval ``[0, T - 1]`` (the noise level
+        interpolated as `DiffusionSchedule.alpha_sigma` does for samplers)
+        instead of from the integers ``0 .. T-1`` (the paper).  Few-step
+        samplers evaluate the network between the integers; a network trained
+        on continuous ``t`` has seen those inputs.  ``"edm"`` always draws
+        continuous timesteps.
 
     Returns
     -------
@@ -127,13 +135,15 @@ def draw_training_noise(denoiser, shape, generator=None, edm_p_mean=-1.2, edm_p_
     if denoiser.objective == "edm":
         ln_s = torch.randn(n, generator=generator, dtype=torch.float64) * edm_p_std + edm_p_mean
         t = sched.t_from_log_snr(-2.0 * ln_s)
+    elif continuous_time:
+        t = torch.rand(n, generator=generator, dtype=torch.float64) * (sched.T - 1)
     else:
         t = torch.randint(0, sched.T, (n,), generator=generator).to(torch.float64)
     return noise, t
 
 
 def training_loss(denoiser, x0, generator=None, loss="l2", min_snr_gamma=None,
-                  edm_p_mean=-1.2, edm_p_std=1.2, noise=None, t=None):
+                  edm_p_mean=-1.2, edm_p_std=1.2, noise=None, t=None, continuous_time=False):
     """One Monte-Carlo estimate of the training loss on a batch.
 
     Parameters
@@ -156,6 +166,8 @@ def training_loss(denoiser, x0, generator=None, loss="l2", min_snr_gamma=None,
     noise, t : `torch.Tensor`, optional
         Use these draws instead of drawing them with `draw_training_noise`
         (distributed training gives each process its slice of one global draw).
+    continuous_time : bool
+        Passed to `draw_training_noise`.
 
     Returns
     -------
@@ -167,7 +179,7 @@ def training_loss(denoiser, x0, generator=None, loss="l2", min_snr_gamma=None,
     sched = denoiser.schedule
     if noise is None or t is None:
         noise, t = draw_training_noise(denoiser, tuple(x0.shape), generator, edm_p_mean,
-                                       edm_p_std)
+                                       edm_p_std, continuous_time=continuous_time)
     noise = noise.to(x0.device, x0.dtype)
     x_t = sched.q_sample(x0, t, noise)
     out, alpha, sigma = denoiser.raw(x_t, t)
