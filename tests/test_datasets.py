@@ -1,5 +1,8 @@
 """Tests of the mock Legacy Survey generator and the trivial data set."""
 
+import hashlib
+
+import galsim
 import numpy as np
 import pytest
 import astropy.units as u
@@ -15,6 +18,33 @@ def _model_and_params(seed, index, bands=("g", "r", "z"), size=48, pixel_scale=0
     rng = _mock._galaxy_rng(np.random.SeedSequence(seed), index)
     p = _mock._draw_galaxy(rng, bands, size, pixel_scale)
     return p, _mock._render(p, bands, size, pixel_scale)
+
+
+#: sha256 of the float32 pixels (little-endian, C order) of galaxies 0, 1, 2 of
+#: ``make_mock_legacy_survey(3, size=size, seed=7)``, computed from the code of
+#: 2026-12 (commit 114f34b).  The mock is every comparison's yardstick: its
+#: default output must not change.  A deliberate change of the mock comes
+#: through new arguments or functions, not new hashes here.
+MOCK_SHA256 = {
+    32: ["e536c2f28b92948991aa3bf0225edac64a5aa8e5187034761809a4b11d6ac406",
+         "7fd1627db0e55491ebd3e413eeda33e29b8fcd8cd6ed2d06dddbfce4337d14aa",
+         "1693df75829bfa067e1ee2c9b5eb6b0e57331553b9d69e0808f41918de12c014"],
+    64: ["b9241d95dfc20d3741faf87c2be452239b80d4a8e63e356579746d2c3b4f8a77",
+         "a92b4b3205abbaa55ec4d676e065fc675cc287226d3b38f29f5f3d381118b0ac",
+         "639d24bf757fcd1d7f459bd2394a4905c7f80293ae5ad7e1beb96d7166fdf1c2"],
+}
+
+
+@pytest.mark.parametrize("size", sorted(MOCK_SHA256))
+def test_mock_default_output_is_pinned(size):
+    """Regression pin: the default mock keeps giving bit-identical images."""
+    images = make_mock_legacy_survey(3, size=size, seed=7)
+    got = []
+    for ccd in images:
+        assert ccd.data.dtype == np.float32
+        got.append(hashlib.sha256(np.ascontiguousarray(ccd.data, dtype="<f4").tobytes())
+                   .hexdigest())
+    assert got == MOCK_SHA256[size]
 
 
 def test_container_form():
@@ -187,7 +217,6 @@ def test_noise_model_and_centre():
 
 def test_sky_sigma_from_depth():
     """The per-pixel sky sigma follows from the 5-sigma galaxy depth."""
-    galsim = pytest.importorskip("galsim")
     prof = galsim.Convolve(galsim.Exponential(half_light_radius=0.45),
                            galsim.Moffat(beta=3.5, fwhm=1.2))
     img = prof.drawImage(nx=121, ny=121, scale=0.262).array
@@ -205,7 +234,6 @@ def test_sky_sigma_from_depth():
 
 def test_render_matches_galsim_drawimage():
     """The fixed-grid Fourier render equals GalSim's own drawImage."""
-    galsim = pytest.importorskip("galsim")
     bands, size = ("g", "r", "z"), 48
     rng = np.random.default_rng(5)
     while True:  # a disk galaxy with arms and knots
@@ -240,7 +268,6 @@ def test_render_matches_galsim_drawimage():
 
 def test_half_light_radius_matches_image():
     """Truth half-light radius against a curve of growth on a fine GalSim drawing."""
-    galsim = pytest.importorskip("galsim")
     rng = np.random.default_rng(7)
     p = _mock._draw_galaxy(rng, ("r",), 48, 0.262)
     w = {c: v[0] for c, v in p["weights"].items()}

@@ -34,7 +34,6 @@ def write_cutouts(directory, n, seed):
 
 
 def test_measure_and_sgd_commands(tmp_path):
-    pytest.importorskip("astro_sbgm.io")
     dir_a = write_cutouts(tmp_path / "a", 6, seed=0)
     write_cutouts(tmp_path / "b", 5, seed=1)
     out_a = tmp_path / "a.ecsv"

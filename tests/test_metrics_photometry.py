@@ -5,6 +5,7 @@ import warnings
 import galsim
 import numpy as np
 import pytest
+import torch
 import astropy.units as u
 from astropy.nddata import CCDData
 from astropy.stats import sigma_clipped_stats
@@ -12,6 +13,7 @@ from photutils.aperture import CircularAperture, aperture_photometry
 from photutils.morphology import gini as photutils_gini
 from scipy.optimize import brentq
 
+from astro_sbgm.io import make_tan_wcs
 from astro_sbgm.metrics import MeasurementFlag, PhotometryWarning, ab_magnitude, measure_galaxies
 from astro_sbgm.metrics.photometry import _clipped_median_std, _frame_noise
 
@@ -263,8 +265,6 @@ def test_units_and_columns():
 
 
 def test_ccddata_input_uses_wcs_and_mask():
-    pytest.importorskip("astro_sbgm.io")
-    from astro_sbgm.io import make_tan_wcs
     image = draw(galsim.Exponential(half_light_radius=0.8, flux=5.0), size=40)
     data = np.stack([image] * 3).astype(np.float32)
     ccds = []
@@ -282,7 +282,6 @@ def test_ccddata_input_uses_wcs_and_mask():
 
 
 def test_mixed_shapes_are_measured_with_a_warning():
-    pytest.importorskip("astro_sbgm.io")
     small = draw(galsim.Exponential(half_light_radius=0.6, flux=5.0), size=32)
     big = draw(galsim.Exponential(half_light_radius=0.6, flux=5.0), size=48)
     ccds = []
@@ -298,7 +297,6 @@ def test_mixed_shapes_are_measured_with_a_warning():
 
 
 def test_torch_tensor_input():
-    torch = pytest.importorskip("torch")
     data = galaxy_batch(2, size=32)
     a = measure_galaxies(torch.as_tensor(data), bands="grz")
     b = measure_galaxies(data, bands="grz")

@@ -668,9 +668,9 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         ``'frame'`` (default): sigma-clipped median of the outermost
         ``background_width`` pixels with the source masked (see the module
         docstring; frames whose sky is censored at a clip take the noise of
-        the source mask from their uncensored side).  A number (nanomaggy), or an array broadcastable to
-        ``(n, band)``, is subtracted as given (use 0 for sky-subtracted,
-        noise-free images).
+        the source mask from their uncensored side).  A number (nanomaggy),
+        or an array broadcastable to ``(n, band)``, is subtracted as given
+        (use 0 for sky-subtracted, noise-free images).
     background_width : int, optional
         Width in pixels of the outer frame used for the background.
     growth_step : float, optional
