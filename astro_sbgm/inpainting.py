@@ -17,9 +17,14 @@ with ``x0`` the known image:
   pixels are a fresh draw of the forward process,
   ``x_t = alpha_t x0 + sigma_t z`` (the paper's rule);
 * after a deterministic step (``ddim``, ``dpmpp-2m``, ``euler``, ``heun``)
-  they are ``alpha_t x0 + sigma_t eps_hat``, the noise the model inferred,
-  which keeps the deterministic trajectory consistent (fresh noise every
-  step would fight the ODE solver);
+  they are ``alpha_t x0 + sigma_t eps_hat``, with ``eps_hat`` the noise the
+  model inferred at the point the step started from, which keeps the
+  deterministic trajectory consistent (fresh noise every step would fight
+  the ODE solver).  The known pixels are *set* to this value, so it holds
+  exactly after every step of every sampler: the second-order updates of
+  ``dpmpp-2m`` and ``heun`` carry extra terms in the change of the
+  denoiser's output between evaluations, which an additive correction
+  of the solver's output would leave in the known pixels;
 * after the last step they are ``x0`` itself.
 
 Methods (`INPAINT_METHODS`):
@@ -33,7 +38,9 @@ Methods (`INPAINT_METHODS`):
 ``"paper"``
     The paper's method: ancestral (``ddpm``, ``sigma_t^2 = beta_t``) steps
     on every integer timestep from ``t_start = 950`` down to 0 (951
-    evaluations for T = 1000).
+    evaluations for T = 1000).  For a model read from the paper's released
+    checkpoints the steps use the released code's posterior variance
+    instead (``meta['DDPMVAR']`` says which).
 ``"repaint"``
     RePaint resampling (Lugmayr et al. 2022): ancestral steps with the
     posterior variance on a grid of ``steps`` points; at every
@@ -45,6 +52,15 @@ Methods (`INPAINT_METHODS`):
 Every method starts at ``t_start`` (0.95 T by default) from the forward
 process applied to the known image, whose masked pixels are first given a
 smooth interpolation of their surroundings.
+
+Draws and their summary
+-----------------------
+``n_draws`` fills are drawn independently.  Each draw is a galaxy: its
+filled pixels carry the sky noise the model learnt.  Their mean is not: its
+sky noise is ``sqrt(n_draws)`` too low.  `inpaint` returns the mean with the
+spread of the draws as uncertainty (a summary, for pictures and per-pixel
+estimates) and, with ``return_draws=True``, the draws themselves, which are
+what photometry should be measured on.
 
 Images of other sizes and pixel scales
 --------------------------------------
@@ -81,6 +97,7 @@ from .diffusion import get_sampler, make_grid, reverse_process
 from ._validation import check_positive_int
 from .diffusion.samplers import randn_like
 from .io import AstroSBGMInputWarning, make_tan_wcs, pixel_scale_of, read_image
+from ._astroddpm import released_sampler_options
 
 __all__ = ["inpaint", "INPAINT_METHODS", "repaint_times", "known_pixel_guidance",
            "inpainting_grid"]
@@ -219,26 +236,43 @@ def known_pixel_guidance(schedule, x0_known, unknown, generator=None, rule="nois
     rule : {"noise", "consistent"}
         ``"noise"``: known pixels drawn afresh from ``q(x_t | x0)`` (for
         stochastic samplers, the paper's rule).  ``"consistent"``: known
-        pixels ``alpha_t x0 + sigma_t eps_hat`` with the model's own noise
-        estimate (for deterministic samplers).
+        pixels ``alpha_t x0 + sigma_t eps_hat``, with ``eps_hat`` the noise
+        the model inferred at the point the step started from (for
+        deterministic samplers).  The rule sets the known pixels to that
+        value whatever the sampler's update was, so it holds exactly after
+        every step of every sampler, the multistep (``dpmpp-2m``) and
+        second-order (``heun``) ones included, whose updates carry terms
+        in the change of the denoiser's output between evaluations.
 
     Returns
     -------
     callable
-        ``guidance(x_next, t_next, x0_hat) -> x_next`` for
-        `astro_sbgm.diffusion.reverse_process`.
+        ``guidance(x_next, t_next, x0_hat, eps_hat=None) -> x_next`` for
+        `astro_sbgm.diffusion.reverse_process` (which passes ``eps_hat``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``rule``; at call time, for ``rule="consistent"``
+        without ``eps_hat`` before the last step.
     """
     if rule not in ("noise", "consistent"):
-        raise ValueError(f"rule must be 'noise' or 'consistent', got {rule!r}")
+        raise ValueError(f"rule must be 'noise' (fresh forward-process noise, for stochastic "
+                         f"samplers) or 'consistent' (the model's own noise, for "
+                         f"deterministic ones), got {rule!r}")
 
-    def guidance(x_next, t_next, x0_hat):
+    def guidance(x_next, t_next, x0_hat, eps_hat=None):
         if t_next is None:
             return torch.where(unknown, x_next, x0_known)
         a, s = (float(v) for v in schedule.alpha_sigma(torch.tensor(float(t_next))))
         if rule == "noise":
             known = a * x0_known + s * randn_like(x_next, generator)
         else:
-            known = x_next + a * (x0_known - x0_hat)
+            if eps_hat is None:
+                raise ValueError("the 'consistent' known-pixel rule needs the model's noise "
+                                 "estimate: call guidance(x_next, t_next, x0_hat, "
+                                 "eps_hat=...) as astro_sbgm.diffusion.reverse_process does")
+            known = a * x0_known + s * eps_hat
         return torch.where(unknown, x_next, known)
 
     return guidance
@@ -326,7 +360,7 @@ def _smooth_fill(scaled, unknown, fallback):
 
     ``scaled`` is ``(n, band, y, x)``, ``unknown`` ``(band, y, x)``; bands
     with no known pixel get the mean guess of the other bands, or
-    ``fallback`` when the whole box is unknown.
+    ``fallback`` (a number, or one per band) when the whole box is unknown.
     """
     out = scaled.copy()
     known = (~unknown).astype(np.float64)
@@ -345,9 +379,9 @@ def _smooth_fill(scaled, unknown, fallback):
         hole = unknown[b] & ~(den[b] > 1e-3)
         out[:, b][:, hole] = np.mean(scaled[:, b][:, ~unknown[b]], axis=-1, keepdims=True)
     if not have.all():
-        guess = out[:, have].mean(axis=1) if have.any() else np.full_like(out[:, 0], fallback)
+        fallback = np.broadcast_to(np.asarray(fallback, np.float64), (scaled.shape[1],))
         for b in np.flatnonzero(~have):
-            out[:, b] = guess
+            out[:, b] = out[:, have].mean(axis=1) if have.any() else fallback[b]
     return out.astype(np.float32)
 
 
@@ -390,6 +424,28 @@ def _raw_input(image, hdu, unit):
             header["BUNIT"]).strip():
         in_unit = _unit_of(header["BUNIT"])
     return (data if data.ndim == 3 else data[None]), (in_unit or u.nanomaggy)
+
+
+def _input_uncertainty(image, ccd, shape, factor, dtype):
+    """The input's standard deviation per pixel in its own unit, ``shape``, or None.
+
+    Taken from the input object itself when it is an `NDData` with an
+    uncertainty of the right shape (so known pixels keep it bit for bit),
+    else from what `read_image` found (a FITS ``UNCERT`` extension, in
+    nanomaggy), converted back to the input's unit.
+    """
+    if isinstance(image, NDData) and image.uncertainty is not None:
+        try:
+            arr = np.asarray(image.uncertainty.represent_as(StdDevUncertainty).array)
+        except Exception:   # an uncertainty class that cannot become a standard deviation
+            arr = None
+        if arr is not None:
+            arr = arr if arr.ndim == 3 else arr[None]
+            if arr.shape == tuple(shape):
+                return arr.astype(dtype, copy=True)
+    if ccd.uncertainty is not None and ccd.uncertainty.array.shape == tuple(shape):
+        return (np.asarray(ccd.uncertainty.array, np.float64) / factor).astype(dtype)
+    return None
 
 
 def _mask_from(mask, shape, wcs):
@@ -447,7 +503,9 @@ class _Runner:
     def _box(self, x0_known, unknown, box_index):
         """Draws (K, band, S, S) in [-1, 1] for one box."""
         model, den = self.model, self.den
-        fallback = float(model.scaler_.transform(np.zeros(1))[0])
+        nb = x0_known.shape[1]
+        # zero flux in each band, through the scaler (whose parameters may be per band)
+        fallback = model.scaler_.transform(np.zeros((nb, 1, 1))).reshape(nb)
         init = _smooth_fill(x0_known, unknown, fallback)
         rule = "noise" if self.rule.stochastic else "consistent"
         a0, s0 = (float(v) for v in den.schedule.alpha_sigma(torch.tensor(self.times[0])))
@@ -529,7 +587,8 @@ def _regridded_fill(runner, data, unknown, target, wcs, model_scale):
 
 def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sampler=None,
             steps=None, grid=None, jump_length=None, n_resample=None, seed=None, weights="ema",
-            batch_size=16, bands=None, unit=None, hdu=None, progress=False, **options):
+            batch_size=16, bands=None, unit=None, hdu=None, progress=False,
+            return_draws=False, **options):
     """Fill the masked pixels of an image with a trained diffusion model.
 
     Parameters
@@ -557,7 +616,10 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     n_draws : int
         Independent fills.  The result holds their mean, and with
         ``n_draws > 1`` their per-pixel standard deviation (``ddof=1``) as
-        uncertainty.
+        the uncertainty of the filled pixels.  The mean is a summary, not a
+        galaxy: its sky noise is ``sqrt(n_draws)`` times too low in the
+        filled pixels.  Measure photometry on the draws
+        (``return_draws=True``), one catalogue row per draw.
     t_start : float, optional
         First timestep of the reverse process (default ``0.95 T``: 950 of
         1000 as in the paper).
@@ -582,29 +644,53 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         their band names or unit, or to pick an HDU.
     progress : bool
         Show a progress bar per reverse process.
+    return_draws : bool
+        Also return every draw (see Returns).
     **options
         Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm);
         they replace the method's own options (``variance="posterior"`` for
-        ``"repaint"``) when the method's sampler is used.
+        ``"repaint"``) when the method's sampler is used.  For a model read
+        from the paper's released checkpoints
+        (`~astro_sbgm.GalaxyDiffusion.from_astroddpm`), the ``"ddpm"``
+        sampler (``method="paper"``) defaults to the released code's
+        posterior variance (`astro_sbgm._astroddpm.released_sampler_options`).
 
     Returns
     -------
-    `~astropy.nddata.CCDData`
+    summary : `~astropy.nddata.CCDData`
         ``(band, y, x)`` in the input's bands, unit and (floating) dtype
         (integer inputs come back as float64), with the input's WCS and
         header cards.  Unmasked pixels are the input's values bit for bit;
-        masked pixels in the model's bands hold the mean fill (in the
-        model's flux range, ``[flux_lower, flux_upper]``).
+        masked pixels in the model's bands hold the mean of the draws (in
+        the model's flux range, ``[flux_lower, flux_upper]``).  Use it as
+        a picture or a per-pixel estimate, not for photometry.
 
-        * ``uncertainty``: `~astropy.nddata.StdDevUncertainty`, the spread
-          of the draws (0 outside the mask); None when ``n_draws == 1``.
+        * ``uncertainty``: `~astropy.nddata.StdDevUncertainty` with one
+          meaning throughout: known pixels keep the input's uncertainty
+          (bit for bit), filled pixels hold the spread of the draws
+          (``ddof=1``), which already includes the sky noise the model
+          draws (no sky is added on top).  Values nobody knows are NaN:
+          known pixels of an input without uncertainty, filled pixels of a
+          single draw.  None when nothing is known (an input without
+          uncertainty and ``n_draws == 1``).
         * ``flags``: uint8 array, 1 where a pixel was generated.
         * ``mask``: pixels still bad (masked pixels of bands the model does
           not know, which are left as they were), or None.
         * ``meta``: ``INPAINT`` (method), ``INPSAMP`` (sampler),
+          ``DDPMVAR`` (``beta`` or ``posterior``, for the ddpm sampler),
           ``INPSTEPS`` (grid points), ``TSTART``, ``NRESAMP``, ``JUMPLEN``, ``NFE``
           (network evaluations per draw), ``NDRAWS``, ``SEED``, ``WEIGHTS``,
-          ``NFILLED`` (pixels generated), ``TRSTEPS``.
+          ``NFILLED`` (pixels generated), ``TRSTEPS``, and ``DRAWMEAN``
+          (True: the filled pixels are a mean of ``NDRAWS`` draws).
+    draws : list of `~astropy.nddata.CCDData`
+        Only with ``return_draws=True``, then the return value is
+        ``(summary, draws)``: ``n_draws`` images laid out like
+        ``summary`` (same unit, dtype, WCS, ``flags``, ``mask`` and
+        ``uncertainty``), each with the input's known pixels and one draw's
+        filled pixels, ``meta['DRAWIDX']`` its index (0-based, the same
+        draw for the same seed whatever ``n_draws``) and
+        ``meta['DRAWMEAN'] = False``.  These are galaxies with the right
+        sky noise: measure them.
 
     Raises
     ------
@@ -632,6 +718,7 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     sampler = cfg["sampler"] if sampler is None else sampler
     if sampler == cfg["sampler"]:
         options = {**cfg["options"], **options}
+    options = {**released_sampler_options(model, sampler), **options}
     get_sampler(sampler, **options)   # validate early
     times = inpainting_grid(model.schedule_, method, t_start, steps, grid, jump_length,
                             n_resample)
@@ -703,26 +790,35 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         dtype = np.dtype(np.float64)
     factor = float(_io.as_nanomaggy(np.ones(1, np.float64), in_unit)[0])
     out = np.array(raw, dtype=dtype, copy=True)
-    unc = np.zeros(shape, dtype) if n_draws > 1 else None
+    per_draw = np.repeat(out[None], n_draws, axis=0) if return_draws else None
+    unc = np.full(shape, np.nan, dtype)
+    given = _input_uncertainty(image, ccd, shape, factor, dtype)
+    if given is not None:
+        unc[...] = given
     flags = np.zeros(shape, np.uint8)
     for b in common:
         j, m = in_bands.index(b), model_bands.index(b)
         sel = fill[j]
-        mean = draws[:, m].astype(np.float64).mean(axis=0)
-        out[j][sel] = (mean[sel] / factor).astype(dtype)
+        fills = draws[:, m][:, sel].astype(np.float64)          # (K, n_filled)
+        out[j][sel] = (fills.mean(axis=0) / factor).astype(dtype)
         flags[j][sel] = 1
-        if unc is not None:
-            std = draws[:, m].astype(np.float64).std(axis=0, ddof=1)
-            unc[j][sel] = (std[sel] / factor).astype(dtype)
+        unc[j][sel] = ((fills.std(axis=0, ddof=1) / factor).astype(dtype) if n_draws > 1
+                       else np.nan)
+        if per_draw is not None:
+            per_draw[:, j][:, sel] = (fills / factor).astype(dtype)
     still_bad = np.zeros(shape, bool)
     for b in extra:
         j = in_bands.index(b)
         still_bad[j] = fill[j]
+    if np.isnan(unc).all():
+        unc = None
 
     meta = ccd.meta.copy()
     meta["BUNIT"] = "nanomaggy" if in_unit == u.nanomaggy else in_unit.to_string()
     meta["INPAINT"] = (method, "inpainting method (astro_sbgm)")
     meta["INPSAMP"] = (getattr(runner.rule, "name", str(sampler)), "inpainting sampler")
+    if getattr(runner.rule, "variance", None) is not None:
+        meta["DDPMVAR"] = (runner.rule.variance, "ddpm step variance: beta or posterior")
     meta["INPSTEPS"] = (int(len(np.unique(times))), "grid points")
     meta["TSTART"] = (float(times[0]), "first timestep of the reverse process")
     meta["NRESAMP"] = (int(cfg["n_resample"] if n_resample is None else n_resample),
@@ -730,13 +826,27 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     meta["JUMPLEN"] = (int(cfg["jump_length"] if jump_length is None else jump_length),
                        "RePaint jump length, grid points")
     meta["NFE"] = (int(runner.nfe), "network evaluations per draw")
-    meta["NDRAWS"] = (n_draws, "draws averaged")
+    meta["NDRAWS"] = (n_draws, "draws; the data hold their mean")
     meta["SEED"] = (int(seed), "seed of the draws")
     meta["WEIGHTS"] = (weights, "ema = weight average, model = raw")
     meta["NFILLED"] = (int(flags.sum()), "pixels generated (FLAGS = 1)")
     meta["TRSTEPS"] = (int(getattr(model, "n_steps_", 0)), "training steps of the model")
-    result = CCDData(out, unit=in_unit, wcs=ccd.wcs, meta=meta,
-                     mask=still_bad if still_bad.any() else None,
-                     uncertainty=None if unc is None else StdDevUncertainty(unc))
-    result.flags = flags
-    return result
+    meta["DRAWMEAN"] = (n_draws > 1, "filled pixels: mean of NDRAWS draws, not a galaxy")
+
+    def build(data, meta):
+        ccd_out = CCDData(data, unit=in_unit, wcs=ccd.wcs, meta=meta,
+                          mask=still_bad.copy() if still_bad.any() else None,
+                          uncertainty=None if unc is None else StdDevUncertainty(unc.copy()))
+        ccd_out.flags = flags.copy()
+        return ccd_out
+
+    result = build(out, meta)
+    if not return_draws:
+        return result
+    draw_list = []
+    for k in range(n_draws):
+        meta_k = meta.copy()
+        meta_k["DRAWMEAN"] = (False, "one draw: filled pixels are a sample")
+        meta_k["DRAWIDX"] = (k, "index of this draw (0-based)")
+        draw_list.append(build(per_draw[k], meta_k))
+    return result, draw_list

@@ -1,6 +1,7 @@
 """Tests of inpainting (astro_sbgm.inpainting) on a tiny model trained on round blobs."""
 
 import argparse
+import copy
 import hashlib
 import warnings
 
@@ -8,14 +9,15 @@ import numpy as np
 import pytest
 import astropy.units as u
 from astropy.io import fits
-from astropy.nddata import CCDData, NDData
+from astropy.nddata import CCDData, NDData, StdDevUncertainty
 from astropy.wcs import WCS
+import torch
 
 from astro_sbgm import GalaxyDiffusion, NotFittedError
 from astro_sbgm._cli_inpaint import add_inpaint_parser, write_result
 from astro_sbgm.artifacts import add_satellite_trails
 from astro_sbgm.inpainting import (INPAINT_METHODS, _plan_boxes, inpaint, inpainting_grid,
-                                   repaint_times)
+                                   known_pixel_guidance, repaint_times)
 from astro_sbgm.io import AstroSBGMInputWarning, read_image, write_image
 
 SIZE = 16
@@ -156,23 +158,176 @@ def test_hdu_in_ccddata_out_with_equal_wcs_and_cards(model, legacy_factory):
 
 def test_uncertainty_is_the_spread_of_the_draws(model, held_out):
     mask = _strip()
-    out = inpaint(model, held_out[0], mask, n_draws=3, seed=7)
+    img = held_out[0]
+    out = inpaint(model, img, mask, n_draws=3, seed=7)
     unc = out.uncertainty.array
     assert unc.shape == out.data.shape
-    assert np.all(unc[:, ~mask] == 0)
+    # known pixels keep the input's uncertainty (the sky sigma), bit for bit: never 0
+    assert np.array_equal(unc[:, ~mask], img.uncertainty.array[:, ~mask])
     assert np.all(unc[:, mask] >= 0) and unc[:, mask].mean() > 0
-    one = inpaint(model, held_out[0], mask, n_draws=1, seed=7)
-    assert one.uncertainty is None
-    assert out.meta["NDRAWS"] == 3
+    one = inpaint(model, img, mask, n_draws=1, seed=7)
+    # one draw: the filled pixels' spread is unknown (NaN), the known pixels' is the input's
+    assert np.all(np.isnan(one.uncertainty.array[:, mask]))
+    assert np.array_equal(one.uncertainty.array[:, ~mask], img.uncertainty.array[:, ~mask])
+    assert out.meta["NDRAWS"] == 3 and out.meta["DRAWMEAN"] and not one.meta["DRAWMEAN"]
 
 
-def test_seed_reproducible_and_independent_of_batching(model, held_out):
+def test_uncertainty_of_an_input_without_one(model, held_out):
     mask = _strip()
-    a = inpaint(model, held_out[0], mask, n_draws=2, seed=11, batch_size=2)
-    b = inpaint(model, held_out[0], mask, n_draws=2, seed=11, batch_size=1)
-    c = inpaint(model, held_out[0], mask, n_draws=2, seed=12)
-    np.testing.assert_allclose(a.data, b.data, atol=1e-5)
-    assert not np.allclose(a.data[:, mask], c.data[:, mask])
+    bare = CCDData(held_out[0].data, unit=u.nanomaggy, wcs=held_out[0].wcs,
+                   meta=held_out[0].meta)
+    out = inpaint(model, bare, mask, n_draws=2, seed=7)
+    # nothing is known about the known pixels: NaN, not a pretended sigma = 0
+    assert np.all(np.isnan(out.uncertainty.array[:, ~mask]))
+    assert np.all(np.isfinite(out.uncertainty.array[:, mask]))
+    assert inpaint(model, bare, mask, n_draws=1, seed=7).uncertainty is None
+
+
+class _GaussianEps(torch.nn.Module):
+    """The exact noise prediction for data whose pixels are i.i.d. N(mu, s^2)."""
+
+    def __init__(self, schedule, mu, s):
+        super().__init__()
+        self.schedule, self.mu, self.s = schedule, mu, s
+
+    def forward(self, x, t):
+        a, sg = self.schedule.alpha_sigma(t.to(torch.float64))
+        a = a.to(x.dtype).reshape(-1, 1, 1, 1)
+        sg = sg.to(x.dtype).reshape(-1, 1, 1, 1)
+        return sg * (x - a * self.mu) / (a ** 2 * self.s ** 2 + sg ** 2)
+
+
+def _gaussian_sky_model(model, mu, s):
+    """A copy of ``model`` whose denoiser is exact for i.i.d. N(mu, s^2) pixels (nanomaggy)."""
+    fake = copy.deepcopy(model)
+    # the scaled mean and sky sigma, through the model's own (linear) scaler
+    flux = np.broadcast_to(np.array([mu, mu + s]).reshape(1, 1, 2), (3, 1, 2))
+    lo, hi = fake.scaler_.transform(flux)[0, 0]
+    net = _GaussianEps(fake.schedule_, float(lo), float(hi - lo))
+    fake.net_, fake.ema_net_, fake.objective = net, net, "eps"
+    return fake
+
+
+def test_draws_carry_the_sky_noise_their_mean_does_not(model):
+    # the paper's ancestral method with an exact denoiser of i.i.d. Gaussian "sky" pixels:
+    # each draw's filled pixels follow N(mu, sky^2) exactly, so any loss of noise in what
+    # is returned comes from the plumbing (averaging, adding sky, ...), not the sampler
+    method = "paper"
+    mu, sky = 0.8, 0.05
+    fake = _gaussian_sky_model(model, mu, sky)
+    rng = np.random.default_rng(3)
+    data = rng.normal(mu, sky, (3, SIZE, SIZE)).astype(np.float32)
+    img = CCDData(data, unit=u.nanomaggy, meta={"BANDS": "g,r,z"},
+                  uncertainty=StdDevUncertainty(np.full(data.shape, sky, np.float32)))
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[4:12, :] = True
+    k = 8
+    summary, draws = inpaint(fake, img, mask, method=method, n_draws=k, seed=2,
+                             return_draws=True)
+    assert len(draws) == k and all(isinstance(d, CCDData) for d in draws)
+    assert [d.meta["DRAWIDX"] for d in draws] == list(range(k))
+    stack = np.stack([d.data for d in draws])
+    # every draw keeps the known pixels; the summary is the mean of the draws
+    assert np.all(stack[:, :, ~mask] == data[:, ~mask])
+    np.testing.assert_allclose(summary.data[:, mask], stack[:, :, mask].mean(axis=0),
+                               rtol=0, atol=1e-6)
+    sky_in = data[:, ~mask].std()
+    sky_draws = np.sqrt(np.mean([d.data[:, mask].var() for d in draws]))
+    sky_mean = summary.data[:, mask].std()
+    # a draw is a galaxy: its filled sky is as noisy as the input's (within 10%) ...
+    assert abs(sky_draws / sky_in - 1) < 0.1
+    # ... the mean is not: its sky noise is sqrt(K) lower
+    assert sky_mean < 0.5 * sky_in
+    assert abs(sky_mean * np.sqrt(k) / sky_in - 1) < 0.25
+    # one meaning of uncertainty: the input's at known pixels, the draws' spread at filled
+    # ones (the sky, not the sky added once more)
+    unc = summary.uncertainty.array
+    assert np.array_equal(unc[:, ~mask], img.uncertainty.array[:, ~mask])
+    assert abs(np.sqrt(np.mean(unc[:, mask] ** 2)) / sky - 1) < 0.1
+    assert all(np.array_equal(d.uncertainty.array, unc) for d in draws)
+    assert summary.meta["DRAWMEAN"] and not draws[0].meta["DRAWMEAN"]
+    # draw k of a seed does not depend on how many are drawn
+    first, = inpaint(fake, img, mask, method=method, n_draws=1, seed=2, return_draws=True)[1]
+    np.testing.assert_allclose(first.data, draws[0].data, rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- known pixels
+class _DriftingDenoiser:
+    """A fake denoiser whose clean-image estimate drifts with t (records every call)."""
+
+    def __init__(self, schedule):
+        self.schedule, self.nfe, self.calls = schedule, 0, []
+
+    def __call__(self, x, t):
+        self.nfe += 1
+        a, s = (float(v) for v in self.schedule.alpha_sigma(torch.tensor(float(t))))
+        x0 = (0.6 * torch.tanh(x) + 0.4 * float(t) / self.schedule.T - 0.2).clamp(-1, 1)
+        eps = (x - a * x0) / s
+        self.calls.append((x.clone(), float(t), eps.clone()))
+        return x0, eps
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m", "euler", "heun"])
+def test_consistent_known_pixels_are_exact_after_every_step(sampler):
+    from astro_sbgm.diffusion import DiffusionSchedule, make_grid, reverse_process
+
+    sched = DiffusionSchedule.from_name("cosine")
+    den = _DriftingDenoiser(sched)
+    gen = torch.Generator().manual_seed(0)
+    x0_known = torch.rand(2, 3, 8, 8, generator=gen, dtype=torch.float64) * 2 - 1
+    unknown = torch.zeros(1, 3, 8, 8, dtype=torch.bool)
+    unknown[..., 2:5, :] = True
+    guide = known_pixel_guidance(sched, x0_known, unknown, rule="consistent")
+    outs = []
+
+    def hook(x_next, t_next, x0_hat, eps_hat=None):
+        out = guide(x_next, t_next, x0_hat, eps_hat=eps_hat)
+        outs.append(out.clone())
+        return out
+
+    times = make_grid(sched, 8, "karras", t_start=900)
+    x_start = torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64)
+    reverse_process(den, x_start, times, sampler, guidance=hook)
+    assert len(outs) == len(times)
+    known = ~unknown.expand_as(x0_known)
+    x_prev = x_start
+    for n, out in enumerate(outs[:-1]):
+        # the model's noise estimate at the point step n started from
+        eps = next(e for x, t, e in den.calls if t == times[n] and torch.equal(x, x_prev))
+        a, s = (float(v) for v in sched.alpha_sigma(torch.tensor(float(times[n + 1]))))
+        np.testing.assert_allclose(out[known].numpy(), (a * x0_known + s * eps)[known].numpy(),
+                                   rtol=1e-12, atol=1e-12)
+        x_prev = out
+    assert torch.equal(outs[-1][known], x0_known[known])
+
+
+def test_consistent_rule_needs_the_noise_estimate():
+    from astro_sbgm.diffusion import DiffusionSchedule
+
+    sched = DiffusionSchedule.from_name("cosine")
+    guide = known_pixel_guidance(sched, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2,
+                                                                               dtype=bool),
+                                 rule="consistent")
+    with pytest.raises(ValueError, match="eps_hat"):
+        guide(torch.zeros(1, 1, 2, 2), 10.0, torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="'noise'.*'consistent'.*got 'fresh'"):
+        known_pixel_guidance(sched, torch.zeros(1), torch.zeros(1, dtype=bool), rule="fresh")
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp-2m", "heun"])
+def test_multistep_samplers_inpaint_as_well_as_ddim(model, held_out, sampler):
+    truth = held_out[1]
+    mask = _strip()
+
+    def rel_err(name):
+        out = inpaint(model, truth, mask, sampler=name, steps=10, n_resample=1, seed=1)
+        assert out.meta["INPSAMP"] == name
+        assert np.array_equal(out.data[:, ~mask], truth.data[:, ~mask])
+        err = out.data[:, mask] - truth.data[:, mask]
+        return np.sqrt(np.mean(err ** 2)) / np.sqrt(np.mean(truth.data[:, mask] ** 2))
+
+    # same start, same grid: the second-order rules do no worse than first-order DDIM
+    assert rel_err(sampler) < 1.1 * rel_err("ddim") < 0.5
 
 
 # ----------------------------------------------------------------------------- mask sources

@@ -22,13 +22,20 @@ Samplers
 ``"ddim"``
     Song et al. (2021); ``eta=0`` is deterministic.
 ``"dpmpp-2m"``
-    DPM-Solver++(2M), Lu et al. (2022), data prediction, multistep.
+    DPM-Solver++(2M), Lu et al. (2022), data prediction, multistep: an ODE
+    solver (deterministic given its start).
+``"dpmpp-2m-sde"``
+    The stochastic DPM-Solver++(2M) (Lu et al. 2022, the SDE variant):
+    second-order multistep solver of the reverse SDE, fresh noise every
+    step.  Its first-order step is the ancestral step with the posterior
+    variance, so it is a few-step version of the paper's ancestral sampler.
 ``"euler"``, ``"heun"``
     First- and second-order (Karras et al. 2022) solvers of the
     probability-flow ODE in ``x / alpha`` against ``sigma / alpha``.
 """
 
 import abc
+import inspect
 import math
 
 import numpy as np
@@ -90,13 +97,22 @@ class Sampler(abc.ABC):
         """Forget multistep history (called at the start and after a jump up)."""
 
     def step(self, denoiser, x, t, t_next, generator):
-        """Advance ``x`` from ``t`` to ``t_next``; return ``(x_next, x0_hat)``."""
+        """Advance ``x`` from ``t`` to ``t_next``.
+
+        Returns
+        -------
+        x_next : `torch.Tensor`
+            ``x`` at ``t_next`` (the denoised image when ``t_next`` is None).
+        x0_hat, eps_hat : `torch.Tensor`
+            The model's denoised image and noise at ``(x, t)``, the evaluation
+            the step starts from (a second-order rule may evaluate more).
+        """
         x0, eps = denoiser(x, t)
         if t_next is None:
             self.reset()
-            return x0, x0
+            return x0, x0, eps
         now, nxt = _as(denoiser.schedule, t), _as(denoiser.schedule, t_next)
-        return self.update(denoiser, x, x0, eps, now, nxt, t_next, generator), x0
+        return self.update(denoiser, x, x0, eps, now, nxt, t_next, generator), x0, eps
 
     @abc.abstractmethod
     def update(self, denoiser, x, x0, eps, now, nxt, t_next, generator):
@@ -113,14 +129,36 @@ def _as(schedule, t):
 
 
 class DDPMSampler(Sampler):
-    """Ancestral sampling (the paper's reference sampler)."""
+    """Ancestral sampling (the paper's reference sampler).
+
+    From ``t`` to ``s < t`` (``abar`` = ``alpha_bar``, ``beta = 1 - abar_t / abar_s``)::
+
+        x_s = c0 x0_hat + ct x_t + sqrt(var) z,
+        c0 = sqrt(abar_s) beta / (1 - abar_t),  ct = sqrt(abar_t / abar_s) (1 - abar_s) / (1 - abar_t)
+
+    the mean of the posterior ``q(x_s | x_t, x0_hat)`` (on the integer grid,
+    ``posterior_mean_coef1`` and ``posterior_mean_coef2`` of Ho et al.'s code).
+
+    Parameters
+    ----------
+    variance : {"beta", "posterior"}
+        ``"beta"``: ``var = beta``, the paper's ``sigma_t^2 = beta_t``
+        (Smith, Geach et al. 2022, eq. 12).  ``"posterior"``: ``var = beta
+        (1 - abar_s) / (1 - abar_t)``, the posterior variance (beta-tilde),
+        which is what the code released with the paper samples with (its
+        clipped log-variance table differs from this only at ``t = 0``,
+        where no noise is added); `astro_sbgm._astroddpm` makes it the
+        default for the released models.
+    """
 
     name = "ddpm"
     stochastic = True
 
     def __init__(self, variance="beta"):
         if variance not in ("beta", "posterior"):
-            raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
+            raise ValueError(f"variance must be 'beta' (the paper's sigma_t^2 = beta_t) or "
+                             f"'posterior' (beta-tilde, the released code's), got "
+                             f"{variance!r}")
         self.variance = variance
 
     def update(self, denoiser, x, x0, eps, now, nxt, t_next, generator):
@@ -178,6 +216,35 @@ class DPMSolverPP2M(Sampler):
         return (sn / s) * x - an * math.expm1(-h) * d
 
 
+class DPMSolverPP2MSDE(DPMSolverPP2M):
+    """Stochastic DPM-Solver++(2M): second-order multistep solver of the reverse SDE.
+
+    With ``h = lambda' - lambda`` (``lambda = log(alpha / sigma)``)::
+
+        x' = (sigma' / sigma) e^-h x + alpha' (1 - e^-2h) D + sigma' sqrt(1 - e^-2h) z
+
+    with ``D = x0_hat`` on the first step (then it is exactly the ancestral
+    step with the posterior variance, `DDPMSampler` with
+    ``variance="posterior"``) and ``D = x0_hat + (x0_hat - x0_prev) / (2 r)``,
+    ``r = h_prev / h``, afterwards (Lu et al. 2022, the midpoint form).
+    """
+
+    name = "dpmpp-2m-sde"
+    stochastic = True
+
+    def update(self, denoiser, x, x0, eps, now, nxt, t_next, generator):
+        (a, s), (an, sn) = now, nxt
+        h = math.log(an / sn) - math.log(a / s)
+        d = x0
+        if self._prev is not None:
+            x0_prev, h_prev = self._prev
+            d = x0 + (0.5 * h / h_prev) * (x0 - x0_prev)
+        self._prev = (x0, h)
+        keep = -math.expm1(-2.0 * h)    # 1 - e^-2h
+        return ((sn / s) * math.exp(-h) * x + an * keep * d
+                + sn * math.sqrt(keep) * randn_like(x, generator))
+
+
 class EulerSampler(Sampler):
     """Euler steps of the probability-flow ODE in ``x / alpha`` vs ``sigma / alpha``.
 
@@ -206,7 +273,8 @@ class HeunSampler(Sampler):
 
 
 SAMPLERS = {cls.name: cls for cls in
-            (DDPMSampler, DDIMSampler, DPMSolverPP2M, EulerSampler, HeunSampler)}
+            (DDPMSampler, DDIMSampler, DPMSolverPP2M, DPMSolverPP2MSDE, EulerSampler,
+             HeunSampler)}
 
 
 def get_sampler(name, **options):
@@ -285,6 +353,15 @@ def make_grid(schedule, steps, kind="uniform", t_start=None, rho=7.0, sigma_max=
     return grid
 
 
+def _takes_eps(guidance):
+    """Whether a guidance hook takes the model's noise estimate (an ``eps_hat`` parameter)."""
+    try:
+        params = inspect.signature(guidance).parameters
+    except (TypeError, ValueError):
+        return False
+    return "eps_hat" in params
+
+
 @torch.inference_mode()
 def reverse_process(denoiser, x, times, sampler="dpmpp-2m", generator=None, guidance=None,
                     progress=False, **options):
@@ -307,8 +384,12 @@ def reverse_process(denoiser, x, times, sampler="dpmpp-2m", generator=None, guid
         sample independent of the batch it is drawn in; see `randn_like`).
     guidance : callable, optional
         ``guidance(x_next, t_next, x0_hat) -> x_next``, called after every
-        step (``t_next`` is None after the last step).  Inpainting uses it to
-        put the known pixels back.
+        step (``t_next`` is None after the last step), or, when it has a
+        parameter named ``eps_hat``, ``guidance(x_next, t_next, x0_hat,
+        eps_hat=eps_hat)``.  ``x0_hat`` and ``eps_hat`` are the model's
+        denoised image and noise at the point the step started from.
+        Inpainting uses it to put the known pixels back.  It is not called
+        after a jump up.
     progress : bool
         Show a tqdm progress bar.
 
@@ -326,6 +407,7 @@ def reverse_process(denoiser, x, times, sampler="dpmpp-2m", generator=None, guid
         raise ValueError(f"sampler {rule.name!r} needs at least {rule.min_steps} steps, "
                          f"got {len(times)}")
     start_nfe = denoiser.nfe
+    wants_eps = guidance is not None and _takes_eps(guidance)
     nxt = times[1:] + [None]
     for t, t_next in tqdm(list(zip(times, nxt)), disable=not progress, desc=rule.name,
                           leave=False):
@@ -337,7 +419,9 @@ def reverse_process(denoiser, x, times, sampler="dpmpp-2m", generator=None, guid
             x = r * x + math.sqrt(max(sn ** 2 - (r * s) ** 2, 0.0)) * randn_like(x, generator)
             rule.reset()
             continue
-        x, x0 = rule.step(denoiser, x, t, t_next, generator)
-        if guidance is not None:
+        x, x0, eps = rule.step(denoiser, x, t, t_next, generator)
+        if wants_eps:
+            x = guidance(x, t_next, x0, eps_hat=eps)
+        elif guidance is not None:
             x = guidance(x, t_next, x0)
     return x, denoiser.nfe - start_nfe
