@@ -101,11 +101,13 @@ def test_background_level_recovered_with_big_galaxy():
     assert np.mean(bkg) < np.mean(naive)
 
 
-def test_background_of_censored_sky_needs_no_fallback():
+@pytest.mark.parametrize("level", [0.0, 0.2])
+def test_background_of_censored_sky_needs_no_fallback(level):
     # generated galaxies lie inside the scaler's range: their sky is censored
-    # at the lower bound, galaxy + max(0, N(0, sigma)).  Half of the frame
-    # pixels sit at the clip, so the frame's median is the clip and its MAD
-    # is zero: a MAD-based source mask used to cover the whole frame.
+    # at the lower bound, galaxy + max(0, level + N(0, sigma)).  At level 0
+    # half of the frame pixels sit at the clip, so the frame's median is the
+    # clip and its MAD is zero: a MAD-based source mask used to cover the
+    # whole frame (and the unmasked frame was used, flagged).
     rng = np.random.default_rng(5)
     sigma, n = 0.01, 12
     data = np.empty((n, 3, 64, 64))
@@ -113,20 +115,28 @@ def test_background_of_censored_sky_needs_no_fallback():
         gal = draw(galsim.Exponential(half_light_radius=rng.uniform(0.5, 2.0),
                                       flux=rng.uniform(2, 20)))
         for b, colour in enumerate((0.6, 1.0, 1.5)):
-            data[i, b] = colour * gal + np.maximum(0.0, rng.normal(0, sigma, (64, 64)))
+            sky = np.maximum(0.0, rng.normal(level * sigma, sigma, (64, 64)))
+            data[i, b] = colour * gal + sky
     cat = measure_galaxies(data, bands="grz")
     assert not np.any(cat["flags"] & MeasurementFlag.BACKGROUND_FALLBACK)
     # Expectation of the background as defined (sigma-clipped median) for
-    # X = max(0, N(0, sigma)): P(X = 0) = P(N <= 0) = 1/2, so median(X) = 0;
-    # no value lies below 0 and the clip removes values above the median
-    # only, so the clipped median stays at 0.  (The mean of X,
+    # X = max(0, level sigma + N(0, sigma)), level >= 0: P(X <= level sigma)
+    # = P(N <= 0) = 1/2 and X has no mass in (0, level sigma) other than the
+    # uncensored one, so median(X) = level sigma (at level 0, the atom at 0
+    # holds exactly half); a symmetric 3-sigma clip removes as much above as
+    # below, so the clipped median stays there.  (The mean of X at level 0,
     # sigma / sqrt(2 pi) = 0.40 sigma, is what a mean-based estimator gives.)
-    expected = 0.0
-    mean_of_censored = sigma / np.sqrt(2 * np.pi)
-    for band in "grz":
-        bkg = cat[f"background_{band}"].to_value(u.nanomaggy)
-        assert np.all(np.abs(bkg - expected) < 0.1 * sigma), (band, bkg / sigma)
-        assert np.all(np.abs(bkg - mean_of_censored) > 0.2 * sigma)
+    expected = level * sigma
+    bkg = np.stack([cat[f"background_{band}"].to_value(u.nanomaggy) for band in "grz"])
+    if level == 0:  # the median sits in the atom at 0
+        assert np.all(np.abs(bkg - expected) < 0.1 * sigma), bkg / sigma
+    else:  # the median of 960 frame pixels scatters by 0.04 sigma
+        assert abs(np.mean(bkg) - expected) < 0.03 * sigma, bkg / sigma
+        assert np.all(np.abs(bkg - expected) < 0.2 * sigma), bkg / sigma
+    if level == 0:
+        mean_of_censored = sigma / np.sqrt(2 * np.pi)
+        assert np.all(np.abs(cat["background_r"].to_value(u.nanomaggy)
+                             - mean_of_censored) > 0.2 * sigma)
 
 
 @pytest.mark.parametrize("level", [0.0, 0.3])
@@ -137,7 +147,8 @@ def test_frame_noise_of_censored_sky_is_sigma(level):
     rng = np.random.default_rng(7)
     sigma = 0.01
     values = np.maximum(0.0, level * sigma + rng.normal(0, sigma, (50, 960)))
-    noise = _frame_noise(values, np.median(values, axis=1))
+    noise, censored = _frame_noise(values, np.median(values, axis=1))
+    assert censored.all()
     # unbiased (the mean of 50 frames: +-0.007 sigma of scatter) and never far
     # off in one frame of 960 pixels (scatter 0.05 sigma)
     assert abs(np.mean(noise) - sigma) < 0.025 * sigma
@@ -146,7 +157,9 @@ def test_frame_noise_of_censored_sky_is_sigma(level):
     gauss = rng.normal(0, sigma, (50, 960))
     med = np.median(gauss, axis=1)
     mad = 1.4826 * np.median(np.abs(gauss - med[:, None]), axis=1)
-    np.testing.assert_array_equal(_frame_noise(gauss, med), mad)
+    noise, censored = _frame_noise(gauss, med)
+    assert not censored.any()
+    np.testing.assert_array_equal(noise, mad)
 
 
 def test_exponential_magnitude_and_radius():

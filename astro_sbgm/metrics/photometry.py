@@ -19,20 +19,28 @@ Background
     along the four edges.  The source is masked first: frame pixels whose
     3x3 box mean lies more than 3 times its own noise (``sigma / 3``, so one
     pixel sigma) above a first robust estimate (median and MAD-based sigma of
-    the frame) are left out, which removes the wings of
-    the galaxy and of neighbours that reach the edge.  A censored sky (pixels
-    clipped at a lower bound, as in generated images, whose values lie inside
-    the scaler's range: ``max(0, sky + noise)``) has its median at the clip
-    and a zero MAD; such a frame (lower half-width ``q50 - q16`` under half of
-    the upper one ``q84 - q50``, or a zero MAD) takes its sigma from the
-    uncensored side, ``q84 - q50``.  Its background is then the clipped
-    median, i.e. the sky level under the noise (0 for ``max(0, N(0,
-    sigma))``), not the mean pixel value (``sigma / sqrt(2 pi)`` higher).
-    If fewer than 20 % of
-    the frame pixels survive, the unmasked frame is used and the row is
-    flagged ``BACKGROUND_FALLBACK``.  On 64x64 cutouts the frame lies 28 px
-    (7.3") from the centre; a background taken closer in (an annulus inside
-    the galaxy) biases half-light radii low.
+    the frame) are left out, which removes the wings of the galaxy and of
+    neighbours that reach the edge.  If fewer than 20 % of the frame pixels
+    survive, the unmasked frame is used and the row is flagged
+    ``BACKGROUND_FALLBACK``.  On 64x64 cutouts the frame lies 28 px (7.3")
+    from the centre; a background taken closer in (an annulus inside the
+    galaxy) biases half-light radii low.
+Censored sky
+    Generated pixels lie inside the scaler's range, so their sky is censored
+    at its lower bound (``max(0, sky + noise)``): pixels pile up at the clip,
+    and with half of them there the frame's median is the clip and its MAD
+    zero (a MAD-based mask would then cover the whole frame).  A frame whose
+    lowest 5 % of pixels span less than 4 % of ``q84 - q50`` (Gaussian
+    noise spans 1.45 sigma there), or whose MAD is zero, takes its sigma from
+    the uncensored side, ``q84 - q50``, which is sigma for Gaussian noise
+    censored at or below its median; that sigma sets both the source mask
+    and the 3-sigma clip (the pixels' standard deviation, shrunk by the
+    censoring, would clip the upper side only and pull the median into the
+    pile).  The background stays the clipped median: censoring below the
+    median leaves it in place, so it is the sky level under the noise (0 for
+    ``max(0, N(0, sigma))``, ``s`` for ``max(0, s + N(0, sigma))`` with
+    ``s >= 0``), not the mean pixel value (``sigma / sqrt(2 pi)`` higher at
+    ``s = 0``), the same definition as for uncensored images.
 Aperture flux
     Exact-overlap sum of the background-subtracted image in a circle of
     ``aperture_diameter`` pixels (12 by default) centred on the measurement
@@ -263,29 +271,58 @@ def _nanquantile_last(a, q):
     return np.stack(out)
 
 
-#: Gaussian quantiles at -1 and +1 sigma.
-_Q16, _Q84 = 0.15865525393145707, 0.8413447460685429
+#: Gaussian quantile at +1 sigma.
+_Q84 = 0.8413447460685429
+#: A frame whose lowest 5 % of pixels span less than this fraction of
+#: ``q84 - q50`` is censored (Gaussian noise: about 1.45).
+_CENSORED_SPAN = 0.04
 
 
 def _frame_noise(values, median):
     """Robust pixel noise of frame pixels (..., npix), censored skies included.
 
-    The MAD-based sigma ``1.4826 MAD`` of an uncensored frame.  A frame whose
-    sky is censored at a clip (the generated pixels of a model trained on
-    clipped images, ``max(0, sky + noise)``) has its lower half piled up at
-    the clip: its median sits at the clip and its MAD is zero (or, with a
-    faint galaxy wing under the clip, nearly so).  Such a frame -- recognised
-    by a lower half-width ``q50 - q16`` under half of the upper one
-    ``q84 - q50`` (a Gaussian has them equal; a source in the frame widens
-    the lower one too) -- or a frame with a zero MAD gets the noise from its
-    uncensored side, ``q84 - q50``, which is sigma for Gaussian noise censored
-    at or below its median.
+    The MAD-based sigma ``1.4826 MAD`` of an uncensored frame.  A sky
+    censored at a clip (generated pixels lie inside the scaler's range:
+    ``max(0, sky + noise)``) piles pixels up at the clip: with half of them
+    there the median is the clip and the MAD is zero, and with fewer the MAD
+    still underestimates sigma.  A frame is taken as censored when its
+    lowest 5 % of pixels span less than 4 % of ``q84 - q50`` (Gaussian noise
+    spans 1.45 sigma there, a censored sky nothing or the faint wing of a
+    galaxy under the clip), or when its MAD is zero; its noise then comes
+    from the uncensored side, ``q84 - q50``, which is sigma for Gaussian
+    noise censored at or below its median.
     """
     mad = 1.4826 * _nanmedian_last(np.abs(values - median[..., None]))
-    q16, q50, q84 = _nanquantile_last(values, (_Q16, 0.5, _Q84))
+    q0, q05, q50, q84 = _nanquantile_last(values, (0.0, 0.05, 0.5, _Q84))
     upper = q84 - q50
-    censored = (q50 - q16 < 0.5 * upper) | (mad == 0)
-    return np.where(censored, upper, mad)
+    censored = (q05 - q0 < _CENSORED_SPAN * upper) | (mad == 0)
+    return np.where(censored, upper, mad), censored
+
+
+def _censored_clipped_median_std(values, noise):
+    """Median and std over the last axis after clipping at ``3 noise`` about the median.
+
+    The clip of `_clipped_median_std` for censored frames: astropy's
+    `~astropy.stats.sigma_clip` measures the spread with the standard
+    deviation of the pixels, which censoring shrinks, so it clips the
+    uncensored (upper) side only, and ever deeper, pulling the median down
+    into the pile at the clip (by 0.12 sigma for a sky 0.2 sigma above it).
+    Here the bound is ``median +- 3 noise`` with ``noise`` the uncensored
+    sigma of `_frame_noise` (5 iterations at most, NaN ignored).
+    """
+    values = np.array(values, dtype=float)
+    bound = 3.0 * np.asarray(noise)[..., None]
+    for _ in range(5):
+        median = _nanmedian_last(values)
+        with np.errstate(invalid="ignore"):
+            out = np.abs(values - median[..., None]) > bound
+        if not out.any():
+            break
+        values[out] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        std = np.nanstd(values, axis=-1)
+    return _nanmedian_last(values), std
 
 
 def _frame_background(x, width):
@@ -300,7 +337,7 @@ def _frame_background(x, width):
     values = flat[..., index]
     finite = np.isfinite(x)
     med0 = _nanmedian_last(values)
-    noise = _frame_noise(values, med0)
+    noise, censored = _frame_noise(values, med0)
     # 3x3 box mean at the frame pixels, from integral images
     integral = np.zeros((n, nb, ny + 1, nx + 1))
     integral[..., 1:, 1:] = np.cumsum(np.cumsum(np.where(finite, x, 0.0), axis=2), axis=3)
@@ -325,6 +362,10 @@ def _frame_background(x, width):
                                   _MIN_BACKGROUND_FRACTION * usable)) & (usable > 0)
     masked = np.where(fallback[..., None], values, masked)
     median, std = _clipped_median_std(masked)
+    if censored.any():
+        c_median, c_std = _censored_clipped_median_std(masked[censored], noise[censored])
+        median[censored] = c_median
+        std[censored] = c_std
     none = usable == 0
     median[none] = np.nan
     std[none] = np.nan
@@ -668,7 +709,7 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         ``'frame'`` (default): sigma-clipped median of the outermost
         ``background_width`` pixels with the source masked (see the module
         docstring; frames whose sky is censored at a clip take the noise of
-        the source mask from their uncensored side).  A number (nanomaggy),
+        the source mask and of the clip from their uncensored side).  A number (nanomaggy),
         or an array broadcastable to ``(n, band)``, is subtracted as given
         (use 0 for sky-subtracted, noise-free images).
     background_width : int, optional
