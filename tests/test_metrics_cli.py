@@ -60,3 +60,18 @@ def test_measure_and_sgd_commands(tmp_path):
         assert label in text
     text_self = sgd_command(str(out_a), str(out_a))
     assert "0.0000" in text_self.splitlines()[-2]  # the SGD row
+
+
+def test_sgd_command_radius_in_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("a", "b"):
+        t = QTable()
+        for col in ("mag_g", "mag_r", "mag_z", "g_r", "r_z"):
+            t[col] = rng.normal(18, 1, 30) * u.mag
+        t["r_half"] = rng.lognormal(1.5, 0.3, 30) * u.pix
+        t.write(tmp_path / f"{name}.ecsv")
+        paths.append(str(tmp_path / f"{name}.ecsv"))
+    with pytest.raises(u.UnitsError, match="'r_half' of A is in pixels"):
+        sgd_command(*paths)
+    assert "R_e" in sgd_command(*paths, pixel_scale=0.262)

@@ -73,7 +73,7 @@ def measure_command(paths, output, bands=None, aperture_diameter=12, overwrite=F
     return table
 
 
-def sgd_command(path_a, path_b, bootstrap=0, seed=0):
+def sgd_command(path_a, path_b, bootstrap=0, seed=0, pixel_scale=None):
     """Compute the SGD of two catalogue files (``astro-sbgm sgd``).
 
     Parameters
@@ -84,6 +84,9 @@ def sgd_command(path_a, path_b, bootstrap=0, seed=0):
         Bootstrap resamples for the spread.
     seed : int, optional
         Seed of the bootstrap.
+    pixel_scale : float, optional
+        Arcsec per pixel, to convert property columns in pixels (see
+        `synthetic_galaxy_distance`).
 
     Returns
     -------
@@ -96,5 +99,6 @@ def sgd_command(path_a, path_b, bootstrap=0, seed=0):
     FileNotFoundError, KeyError, ValueError, astropy.units.UnitsError
         See `synthetic_galaxy_distance`.
     """
-    result = synthetic_galaxy_distance(path_a, path_b, bootstrap=bootstrap, seed=seed)
+    result = synthetic_galaxy_distance(path_a, path_b, bootstrap=bootstrap, seed=seed,
+                                       pixel_scale=pixel_scale)
     return f"A: {path_a}\nB: {path_b}\n{result}"
