@@ -255,16 +255,27 @@ def _cmd_train(args):
     data = (make_mock_legacy_survey(args.mock, size=args.size, bands=args.bands, seed=args.seed)
             if args.mock else list(args.inputs))
     ckpt = args.checkpoint_dir or str(out / "checkpoints")
-    est.fit(data, steps=args.train_steps, checkpoint_dir=ckpt,
-            checkpoint_every=args.checkpoint_every, resume=args.resume,
-            progress=not args.quiet,
-            time_limit=None if args.minutes is None else 60.0 * args.minutes)
     from . import distributed
+    from .training import TrainingInterrupted
 
+    try:
+        est.fit(data, steps=args.train_steps, checkpoint_dir=ckpt,
+                checkpoint_every=args.checkpoint_every, resume=args.resume,
+                progress=not args.quiet,
+                time_limit=None if args.minutes is None else 60.0 * args.minutes)
+    except TrainingInterrupted as stop:
+        # preemption, a time limit or Ctrl-C: the step is checkpointed; save the model too
+        if distributed.is_main_process():
+            est.save(out / "model", overwrite=True)
+            print(f"astro-sbgm train: interrupted at step {stop.step}; checkpoint saved in "
+                  f"{ckpt}, model in {out / 'model'}; continue with --resume",
+                  file=sys.stderr)
+        return stop.exit_code
     if distributed.is_main_process():
         est.save(out / "model", overwrite=True)
         print(f"model saved in {out / 'model'} after {est.n_steps_} steps "
               f"(checkpoints in {ckpt})")
+    return 0
 
 
 #: Name of the record of the settings of a ``sample`` output folder.
@@ -415,7 +426,7 @@ def main(argv=None):
             run_quickstart(args.output, args.model, args.n_train, args.train_steps, args.n,
                            args.seed, args.minutes, args.overwrite, progress=not args.quiet)
         elif args.command == "train":
-            _cmd_train(args)
+            return _cmd_train(args)
         elif args.command == "sample":
             _cmd_sample(args)
         elif args.command == "measure":

@@ -35,8 +35,9 @@ from .io import AstroSBGMInputWarning, make_tan_wcs, read_images, select_bands, 
 from .nn import UNet
 from .preprocessing import FluxScaler
 from . import distributed as _dist
-from .training import (AstroSBGMTrainingWarning, Trainer, atomic_write_text, autocast_forward,
-                       latest_checkpoint, refuse_foreign_checkpoint_dir, tf32 as _allow_tf32)
+from .training import (AstroSBGMTrainingWarning, Trainer, TrainingInterrupted, atomic_write_text,
+                       autocast_forward, latest_checkpoint, refuse_foreign_checkpoint_dir,
+                       tf32 as _allow_tf32)
 
 __all__ = ["GalaxyDiffusion", "NotFittedError", "PRESETS"]
 
@@ -63,6 +64,10 @@ def _resolve_device(device):
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def _float32(tensor):
+    return tensor.float() if tensor.is_floating_point() else tensor
 
 
 def _sample_generators(seed, start, n):
@@ -239,6 +244,35 @@ class GalaxyDiffusion:
                                         device=device)
 
     @classmethod
+    def pretrained(cls, name=None, device="auto"):
+        """A trained model bundled with the package, ready to sample.
+
+        Parameters
+        ----------
+        name : str, optional
+            One of `astro_sbgm.pretrained.available`; default
+            `astro_sbgm.pretrained.DEFAULT_MODEL`.  Its model card is
+            `astro_sbgm.pretrained.info`.
+        device : str
+            Where the network runs.
+
+        Returns
+        -------
+        GalaxyDiffusion
+            An ordinary fitted model (sample, inpaint, transfer, save,
+            ``fit(..., warm_start=True)`` to fine-tune).  Only the weight
+            average is bundled; it also serves as the raw weights.
+
+        Raises
+        ------
+        ValueError
+            If no bundled model has that name (the known names are listed).
+        """
+        from . import pretrained
+
+        return cls.load(pretrained.path(name or pretrained.DEFAULT_MODEL), device=device)
+
+    @classmethod
     def from_preset(cls, name, **overrides):
         """A model with a named hyper-parameter set (`PRESETS`), plus overrides."""
         if name not in PRESETS:
@@ -409,6 +443,12 @@ class GalaxyDiffusion:
             If ``checkpoint_dir`` holds files that are not checkpoints.
         FloatingPointError
             If the loss becomes non-finite.
+        astro_sbgm.training.TrainingInterrupted
+            After Ctrl-C, SIGTERM or SIGUSR1 (a scheduler's preemption or time
+            limit): the current step is finished and checkpointed (with
+            ``checkpoint_dir``), the model holds the weights of that step and
+            stays usable (`n_steps_` says which), and the exception says how to
+            continue.  It is a `KeyboardInterrupt`.
         """
         if int(steps) < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
@@ -463,10 +503,19 @@ class GalaxyDiffusion:
             trainer.ema.net.load_state_dict(self.ema_net_.state_dict())
         if record is not None:
             trainer.load_checkpoint(record)
-        with _allow_tf32(allow_tf32 and self.device_.type == "cuda"):
-            trainer.run(int(steps), checkpoint_dir=checkpoint_dir,
-                        checkpoint_every=int(checkpoint_every), progress=progress,
-                        config=config, time_limit=time_limit)
+        try:
+            with _allow_tf32(allow_tf32 and self.device_.type == "cuda"):
+                trainer.run(int(steps), checkpoint_dir=checkpoint_dir,
+                            checkpoint_every=int(checkpoint_every), progress=progress,
+                            config=config, time_limit=time_limit)
+        except TrainingInterrupted:
+            # Ctrl-C or a scheduler's signal: the model keeps the step reached, usable
+            self._adopt(trainer, continuing, steps_before, data)
+            raise
+        return self._adopt(trainer, continuing, steps_before, data)
+
+    def _adopt(self, trainer, continuing, steps_before, data):
+        """Take the trained state from ``trainer``."""
         self.net_ = trainer.net
         self.ema_net_ = trainer.ema.net
         self.n_steps_ = steps_before + trainer.step
@@ -806,10 +855,11 @@ class GalaxyDiffusion:
         tensors = load_file(str(w_path))
         model.net_ = UNet.from_config(config["unet"])
         model.ema_net_ = UNet.from_config(config["unet"])
-        model.net_.load_state_dict({k[6:]: v for k, v in tensors.items()
-                                    if k.startswith("model.")})
-        model.ema_net_.load_state_dict({k[4:]: v for k, v in tensors.items()
-                                        if k.startswith("ema.")})
+        # a bundled model ships only its weight average, in float16: it serves as both
+        ema = {k[4:]: _float32(v) for k, v in tensors.items() if k.startswith("ema.")}
+        raw = {k[6:]: _float32(v) for k, v in tensors.items() if k.startswith("model.")}
+        model.net_.load_state_dict(raw or ema)
+        model.ema_net_.load_state_dict(ema)
         model.net_.to(model.device_)
         model.ema_net_.to(model.device_).eval().requires_grad_(False)
         model.scaler_ = FluxScaler.from_dict(config["scaler"])

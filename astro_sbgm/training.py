@@ -27,6 +27,8 @@ import contextlib
 import copy
 import json
 import os
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -42,7 +44,72 @@ from .diffusion import draw_training_noise, training_loss
 
 __all__ = ["EMA", "Trainer", "augment", "atomic_write_text", "CHECKPOINT_MARKER",
            "latest_checkpoint", "PRECISIONS", "AstroSBGMTrainingWarning", "autocast_forward",
-           "tf32"]
+           "tf32", "TrainingInterrupted", "STOP_SIGNALS"]
+
+#: Signals after which training stops cleanly at the end of the current step:
+#: Ctrl-C, what SLURM and torchrun send at a time limit or preemption, and
+#: SLURM's advance warning (``#SBATCH --signal=USR1@120``).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1")
+                     if hasattr(signal, name))
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped at the end of a step after a signal (or Ctrl-C).
+
+    Attributes
+    ----------
+    step : int
+        The optimizer steps taken.
+    signum : int
+        The signal received (``signal.SIGINT`` for Ctrl-C).
+    checkpoint : `pathlib.Path` or None
+        The checkpoint record written at that step (None without a
+        checkpoint directory).
+    exit_code : int
+        The conventional exit status of a process ended by that signal
+        (128 + signal number: 130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, step, signum, checkpoint=None):
+        self.step = int(step)
+        self.signum = int(signum)
+        self.checkpoint = checkpoint
+        self.exit_code = 128 + self.signum
+        where = (f"checkpoint saved in {checkpoint.parent}; continue with --resume"
+                 if checkpoint is not None else "no checkpoint_dir, nothing was written")
+        super().__init__(f"interrupted at step {self.step} ({signal.Signals(self.signum).name}); "
+                         f"{where}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Within the block, `STOP_SIGNALS` set a flag instead of ending the process.
+
+    Yields a one-element list holding the signal number received (or None).
+    Outside the main thread (where handlers cannot be installed) nothing
+    changes.  A second Ctrl-C while the step finishes interrupts at once.
+    """
+    got = [None]
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum, frame):
+        if got[0] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        got[0] = signum
+
+    old = {}
+    for sig in STOP_SIGNALS:
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):   # not settable here
+            pass
+    try:
+        yield got
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 class AstroSBGMTrainingWarning(AstropyUserWarning):
@@ -473,32 +540,62 @@ class Trainer:
             Stop early, after the step during which this many seconds of
             training have passed (rank 0's clock decides for every rank); the
             step reached is written as a checkpoint.
+
+        Raises
+        ------
+        TrainingInterrupted
+            After SIGINT (Ctrl-C), SIGTERM or SIGUSR1: the current step is
+            finished, a checkpoint of it written (with ``checkpoint_dir``),
+            and the trainer stays usable at that step.  Under ``torchrun``
+            the ranks agree on the step (a signal on any rank stops all).
         """
         start = time.perf_counter()
         if checkpoint_dir is not None:
             checkpoint_dir = _dist.run_on_main(_check_checkpoint_dir, checkpoint_dir, config)
         bar = tqdm(total=steps, initial=self.step, disable=not progress or self.rank != 0,
                    desc="training", unit="step", dynamic_ncols=True)
-        running = None
-        try:
-            while self.step < steps:
-                value = self.train_step()
-                running = value if running is None else 0.98 * running + 0.02 * value
-                bar.update(1)
-                if self.step % 10 == 0:
-                    bar.set_postfix(loss=f"{running:.4f}")
-                out_of_time = (time_limit is not None
-                               and time.perf_counter() - start > float(time_limit))
-                if self.distributed and time_limit is not None:
-                    out_of_time = bool(_dist.broadcast_object(out_of_time))
-                if checkpoint_dir is not None and (self.step % checkpoint_every == 0
-                                                   or self.step == steps or out_of_time):
-                    _dist.run_on_main(self.save_checkpoint, checkpoint_dir, config)
-                if out_of_time:
-                    break
-        finally:
-            bar.close()
+        stop = None
+        with _stop_on_signals() as got:
+            try:
+                stop = self._loop(steps, checkpoint_dir, checkpoint_every, config, time_limit,
+                                  start, bar, got)
+            finally:
+                bar.close()
         self.sync_ema()
+        if stop is not None:
+            signum, record = stop
+            raise TrainingInterrupted(self.step, signum, record)
+
+    def _loop(self, steps, checkpoint_dir, checkpoint_every, config, time_limit, start, bar,
+              got):
+        """The steps of `run`; returns ``(signal, checkpoint)`` after a signal, else None."""
+        running = None
+        while self.step < steps:
+            value = self.train_step()
+            running = value if running is None else 0.98 * running + 0.02 * value
+            bar.update(1)
+            if self.step % 10 == 0:
+                bar.set_postfix(loss=f"{running:.4f}")
+            out_of_time = (time_limit is not None
+                           and time.perf_counter() - start > float(time_limit))
+            if self.distributed and time_limit is not None:
+                out_of_time = bool(_dist.broadcast_object(out_of_time))
+            signum = got[0] or 0
+            if self.distributed:   # a signal on any rank stops every rank at this step
+                flag = torch.tensor(float(signum), device=self.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                signum = int(flag.item())
+            if checkpoint_dir is not None and (self.step % checkpoint_every == 0
+                                               or self.step == steps or out_of_time
+                                               or signum):
+                record = _dist.run_on_main(self.save_checkpoint, checkpoint_dir, config)
+            else:
+                record = None
+            if signum:
+                return signum, record
+            if out_of_time:
+                break
+        return None
 
     # ------------------------------------------------------------------ checkpoints
     def state_tensors(self):

@@ -20,13 +20,16 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from astro_sbgm import GalaxyDiffusion
 from astro_sbgm.datasets import make_mock_legacy_survey
+from astro_sbgm.training import TrainingInterrupted
 
 TRAIN_SEED = 13
 
@@ -41,19 +44,38 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=120.0, help="wall-clock budget of this call")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 on a machine shared with other work: two "
+                   "threads that share their cores with another process run slower than one)")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    train = make_mock_legacy_survey(a.n_train, size=a.size, seed=TRAIN_SEED, progress=True)
+    cache = out / f"train-seed{TRAIN_SEED}-n{a.n_train}-{a.size}px.npy"
+    if cache.exists():      # the same images, bit for bit, without drawing them again
+        train = np.load(cache, mmap_mode="r")
+    else:
+        images = make_mock_legacy_survey(a.n_train, size=a.size, seed=TRAIN_SEED, progress=True)
+        train = np.stack([im.data for im in images])
+        del images
+        np.save(out / ".tmp.npy", train)
+        os.replace(out / ".tmp.npy", cache)
     t_data = time.time() - t0
     model = GalaxyDiffusion(image_size=a.size, device=a.device)
     ckpt = out / "checkpoints"
     resume = ckpt.exists() and any(ckpt.glob("checkpoint-*.json"))
     t1 = time.time()
-    model.fit(train, steps=a.steps, checkpoint_dir=ckpt, checkpoint_every=a.checkpoint_every,
-              resume=resume, time_limit=a.minutes * 60.0)
+    code = 0
+    try:
+        model.fit(train, steps=a.steps, checkpoint_dir=ckpt, bands="grz",
+                  checkpoint_every=a.checkpoint_every, resume=resume,
+                  time_limit=a.minutes * 60.0)
+    except TrainingInterrupted as stop:     # checkpointed at this step; save what we have
+        print(stop, file=sys.stderr)
+        code = stop.exit_code
     t_train = time.time() - t1
     model.save(out / "model", overwrite=True)
     runs = []
@@ -62,7 +84,8 @@ def main(argv=None):
         runs = json.loads(info_path.read_text()).get("calls", [])
     runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0)),
                  "resumed": bool(resume), "train_seconds": round(t_train, 1),
-                 "data_seconds": round(t_data, 1), "steps_after": int(model.n_steps_)})
+                 "data_seconds": round(t_data, 1), "steps_after": int(model.n_steps_),
+                 "threads": torch.get_num_threads(), "exit_code": code})
     info = {"n_train": a.n_train, "size": a.size, "train_seed": TRAIN_SEED,
             "params": {k: list(v) if isinstance(v, tuple) else v
                        for k, v in model.get_params().items()}, "n_steps": int(model.n_steps_),
@@ -76,7 +99,8 @@ def main(argv=None):
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, info_path)
     print(json.dumps({k: info[k] for k in ("n_steps", "images_seen", "train_seconds")}))
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
