@@ -28,13 +28,16 @@ from .nn.unet import UNet
 from .preprocessing import FluxScaler
 
 __all__ = ["AstroddpmCheckpoint", "AstroddpmWarning", "load_astroddpm_checkpoint",
-           "estimator_from_astroddpm", "RELEASED_IMAGE_SIZE", "RELEASED_FLUX_UPPER",
-           "ZENODO_DOI"]
+           "estimator_from_astroddpm", "released_sampler_options", "RELEASED_IMAGE_SIZE",
+           "RELEASED_FLUX_UPPER", "RELEASED_DDPM_VARIANCE", "ZENODO_DOI"]
 
 #: Side in pixels of the cutouts the released PROBES and SDSS models were trained on.
 RELEASED_IMAGE_SIZE = 256
 #: Upper clip in nanomaggies of the released training code (for both data sets).
 RELEASED_FLUX_UPPER = 5.5
+#: Variance of the released code's ancestral step: the posterior variance (beta-tilde,
+#: with the log clipped at t = 0, where no noise is added), not the paper's beta_t.
+RELEASED_DDPM_VARIANCE = "posterior"
 #: DOI of the Zenodo record holding the released models.
 ZENODO_DOI = "10.5281/zenodo.5653517"
 _REFERENCE = "Smith, Geach et al. 2022, MNRAS 511, 1808 (arXiv:2111.01713)"
@@ -295,7 +298,73 @@ def _schedule_from_buffers(buffers, path, weights):
         raise ValueError(f"{path!r}['{weights}']['{_PARALLEL_PREFIX}alphas_cumprod'] (shape "
                          f"{tuple(abar.shape)}) is not a strictly decreasing 1-D table of "
                          f"values in (0, 1); the checkpoint is damaged")
-    return DiffusionSchedule.from_alphas_cumprod(abar)
+    return DiffusionSchedule.from_alphas_cumprod(_refine_table(abar, table, buffers))
+
+
+def _refine_table(abar, table, buffers):
+    """``alphas_cumprod`` in float64 precision that still rounds to the stored float32 table.
+
+    The released buffers are float32 roundings of float64 computations. Near ``t = 0``,
+    ``1 - alphas_cumprod`` (about 2e-5) keeps only two or three digits in the float32 table,
+    so every noise level, posterior coefficient and variance derived from it there is off by
+    up to 0.1-1% (the released code used its float64-derived ``posterior_*`` buffers instead).
+    The ``betas`` buffer keeps full relative precision: ``cumprod(1 - betas)`` in float64 is
+    the table the released code computed, to about 1e-7 relative in ``1 - alphas_cumprod``.
+    It is clipped into the rounding interval of each stored float32 value, so the table
+    still casts to the stored one bit for bit. The stored table alone is used when the
+    buffer is float64 already, or when ``betas`` is missing or disagrees with it.
+    """
+    betas = buffers.get("betas")
+    if table.dtype != torch.float32 or betas is None or tuple(betas.shape) != abar.shape:
+        return abar
+    b = betas.detach().cpu().to(torch.float64).numpy()
+    if not np.all(np.isfinite(b) & (b > 0) & (b < 1)):
+        return abar
+    precise = np.cumprod(1.0 - b)
+    stored = table.detach().cpu().numpy()
+    below = np.nextafter(stored, np.float32(0)).astype(np.float64)
+    above = np.nextafter(stored, np.float32(1)).astype(np.float64)
+    lo = np.nextafter((abar + below) / 2.0, 1.0)   # strictly inside the rounding interval
+    hi = np.nextafter((abar + above) / 2.0, 0.0)
+    # the product drifts at the end, where 1 - beta (beta clipped at 0.999) keeps few
+    # digits in float32; the clip below brings it back into the stored value's interval
+    if np.any(np.abs(precise / abar - 1.0) > 1e-3):   # not the same schedule
+        return abar
+    refined = np.clip(precise, lo, hi)
+    if np.any(np.diff(refined) >= 0) or np.any(refined.astype(np.float32) != stored):
+        return abar
+    return refined
+
+
+def released_sampler_options(model, sampler):
+    """The sampler options that reproduce the released code, for a released model.
+
+    The code released with Smith, Geach et al. (2022) draws its ancestral steps with the
+    posterior variance, ``exp(posterior_log_variance_clipped[t])`` (beta-tilde), where the
+    paper's eq. 12 and this package's ``"ddpm"`` sampler use ``sigma_t^2 = beta_t``. For a
+    model made by `estimator_from_astroddpm` (recognised by its ``extra_['astroddpm']``
+    record, which is saved and loaded with the model) and the ``"ddpm"`` sampler this
+    returns ``{"variance": "posterior"}`` (or the variance the record names under
+    ``"ddpm_variance"``); for any other model or sampler an empty dict. Options the caller
+    gives explicitly take precedence: merge as ``{**released_sampler_options(m, s),
+    **options}``.
+
+    Parameters
+    ----------
+    model : `~astro_sbgm.GalaxyDiffusion`
+        Any model.
+    sampler : str or `~astro_sbgm.diffusion.Sampler`
+        The sampler's name (an instance is left alone: it already holds its options).
+
+    Returns
+    -------
+    dict
+        Keyword options for `astro_sbgm.diffusion.get_sampler`.
+    """
+    record = (getattr(model, "extra_", None) or {}).get("astroddpm")
+    if not isinstance(record, dict) or not isinstance(sampler, str) or sampler != "ddpm":
+        return {}
+    return {"variance": record.get("ddpm_variance", RELEASED_DDPM_VARIANCE)}
 
 
 def estimator_from_astroddpm(path, weights="ema", image_size=None, device="auto"):
@@ -308,14 +377,20 @@ def estimator_from_astroddpm(path, weights="ema", image_size=None, device="auto"
     * bands ``"grz"`` at 0.262 arcsec per pixel (the Legacy Surveys), fluxes in nanomaggies;
     * the U-Net width ``dim`` and ``dim_mults`` inferred from the tensor shapes (see
       `load_astroddpm_checkpoint`);
-    * the noise schedule of the stored ``alphas_cumprod`` buffer, bit for bit
-      (`~astro_sbgm.diffusion.DiffusionSchedule.from_alphas_cumprod`), noise prediction
+    * the noise schedule of the stored ``alphas_cumprod`` buffer, bit for bit in float32
+      (`~astro_sbgm.diffusion.DiffusionSchedule.from_alphas_cumprod`), with the float64
+      precision that the ``betas`` buffer gives it near ``t = 0`` (where the float32 table
+      keeps two or three digits of ``1 - alphas_cumprod``); noise prediction
       (``objective="eps"``);
     * the flux scaling of the released code, a clip to [0, 5.5] nanomaggies mapped linearly
       onto [-1, 1] (``FluxScaler(upper=5.5, lower=0.0, stretch="linear")``), for both the
       PROBES and the SDSS model;
     * ``loss="l1"``, the loss the released code trained with, which only matters if the
-      model is trained further.
+      model is trained further;
+    * the released code's ancestral step, with the posterior variance (beta-tilde) rather
+      than the paper's ``beta_t``: inpainting (``method="paper"``, or any method run with
+      ``sampler="ddpm"``) and transfer with ``sampler="ddpm"`` use it unless told
+      ``variance=``; see `released_sampler_options`.
 
     Parameters
     ----------
@@ -342,7 +417,8 @@ def estimator_from_astroddpm(path, weights="ema", image_size=None, device="auto"
         Fitted: ``net_``, ``ema_net_`` (eval mode), ``scaler_``, ``schedule_``, ``device_``,
         ``bands_``, ``n_steps_`` (the training step stored in the file, 0 if none) and
         ``extra_['astroddpm']``, a record of the source file (absolute path, SHA-256), its
-        step, the DOI and which weights went where. The record is saved with the model.
+        step, the DOI, which weights went where and the variance of the released ancestral
+        step (``"ddpm_variance"``). The record is saved with the model.
 
     Raises
     ------
@@ -406,7 +482,7 @@ def estimator_from_astroddpm(path, weights="ema", image_size=None, device="auto"
         image_size=int(image_size), bands=_RELEASED_BANDS, pixel_scale=_RELEASED_PIXEL_SCALE,
         dim=config["dim"], dim_mults=tuple(config["dim_mults"]), attention_levels=None,
         schedule="cosine", timesteps=schedule.T, objective="eps", loss="l1",
-        min_snr_gamma=None, scaling="linear", flux_lower=0.0,
+        min_snr_gamma=None, scaling="linear", flux_lower=0.0, continuous_time=False,
         flux_upper=RELEASED_FLUX_UPPER, device=device)
     model._validate()  # bands_, and the image_size checks with the estimator's own messages
     model.device_ = _resolve_device(device)
@@ -420,5 +496,6 @@ def estimator_from_astroddpm(path, weights="ema", image_size=None, device="auto"
         "source": os.path.abspath(path), "sha256": _sha256(path),
         "step": step if step >= 0 else None, "weights": weights,
         "ema_net_weights": weights, "net_weights": raw_source,
-        "doi": ZENODO_DOI, "reference": _REFERENCE}}
+        "doi": ZENODO_DOI, "reference": _REFERENCE,
+        "ddpm_variance": RELEASED_DDPM_VARIANCE}}
     return model

@@ -6,6 +6,17 @@ al. 2022, "SDEdit"; Smith, Geach et al. 2022, section 4.3, used ``T = 600``
 of 1000, i.e. ``strength = 0.6``).  Small strengths keep the input's
 layout and change its texture; ``strength = 1`` forgets the input.
 
+The reverse process is stochastic by default, as in the paper (ancestral
+DDPM steps) and in SDEdit (a reverse SDE): fresh noise enters at every step,
+so the result carries the survey's own noise and texture rather than a
+smoothed version of the input's.  The default sampler,
+``"dpmpp-2m-sde"`` (`DEFAULT_TRANSFER_SAMPLER`), is a second-order solver of
+that reverse SDE in 20 steps; ``sampler="ddpm"`` is the paper's ancestral
+sampler on every integer timestep (600 evaluations at ``strength = 0.6``);
+``sampler="dpmpp-2m"`` (the default before) runs the deterministic
+probability-flow ODE instead, which keeps more of the input and less of the
+survey's texture (``benchmarks/bench_transfer.py`` measures the trade).
+
 Inputs
 ------
 * Anything `astro_sbgm.io.read_image` accepts (FITS files, HDUs, CCDData,
@@ -60,11 +71,12 @@ from .bands import BAND_WAVELENGTHS, parse_bands
 from .diffusion import get_sampler, make_grid, reverse_process
 from .diffusion.samplers import randn_like
 from .estimator import _sample_generators
+from ._astroddpm import released_sampler_options
 from .io import AstroSBGMInputWarning, make_tan_wcs, read_image, to_model_grid
 from ._validation import check_positive_int
 
 __all__ = ["transfer", "read_picture", "rgb_to_bands", "band_weights", "RGB_WAVELENGTHS",
-           "PICTURE_SUFFIXES"]
+           "PICTURE_SUFFIXES", "DEFAULT_TRANSFER_SAMPLER"]
 
 #: Dominant wavelengths given to the channels of a picture (``mapping="wavelength"``).
 RGB_WAVELENGTHS = {"B": 465.0 * u.nm, "G": 532.0 * u.nm, "R": 630.0 * u.nm}
@@ -73,6 +85,9 @@ RGB_WAVELENGTHS = {"B": 465.0 * u.nm, "G": 532.0 * u.nm, "R": 630.0 * u.nm}
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 _MAX_BAND_RATIO = 1.3
+
+#: Default sampler of `transfer`: stochastic, as the paper's ancestral reverse process.
+DEFAULT_TRANSFER_SAMPLER = "dpmpp-2m-sde"
 
 
 def _is_picture(image):
@@ -280,10 +295,10 @@ def _prepare(model, image, bands, unit, hdu, mapping, flux_range):
     return scaler.transform(flux), wcs, "image"
 
 
-def transfer(model, image, strength=0.6, n_draws=1, sampler="dpmpp-2m", steps=None,
-             grid=None, seed=None, weights="ema", batch_size=16, bands=None, unit=None,
-             hdu=None, mapping="display", flux_range=None, reference=None, n_neighbours=3,
-             progress=False, **options):
+def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAMPLER,
+             steps=None, grid=None, seed=None, weights="ema", batch_size=16, bands=None,
+             unit=None, hdu=None, mapping="display", flux_range=None, reference=None,
+             n_neighbours=3, progress=False, return_draws=False, **options):
     """Make an image look like the survey the model was trained on (SDEdit).
 
     Parameters
@@ -301,9 +316,15 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler="dpmpp-2m", steps=No
     n_draws : int
         Independent results; the output holds their mean and, with
         ``n_draws > 1``, their per-pixel standard deviation (``ddof=1``).
+        The mean is a summary, not a galaxy (its noise is ``sqrt(n_draws)``
+        too low): measure the draws (``return_draws=True``).
     sampler : str
-        One of `astro_sbgm.diffusion.SAMPLERS`; ``"ddpm"`` with
-        ``steps=None`` is the paper's (every integer timestep).
+        One of `astro_sbgm.diffusion.SAMPLERS`.  Default ``"dpmpp-2m-sde"``,
+        a stochastic 20-step solver of the reverse SDE; ``"ddpm"`` with
+        ``steps=None`` is the paper's ancestral sampler (every integer
+        timestep; for a model read from the released checkpoints with the
+        released code's posterior variance); ``"dpmpp-2m"`` the
+        deterministic ODE.
     steps : int, optional
         Grid points; default every integer timestep for ``"ddpm"``, 20
         otherwise.
@@ -332,20 +353,31 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler="dpmpp-2m", steps=No
         Neighbours recorded when ``reference`` is given.
     progress : bool
         Show a progress bar.
+    return_draws : bool
+        Also return every draw (see Returns).
     **options
-        Passed to the sampler.
+        Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm).
 
     Returns
     -------
-    `~astropy.nddata.CCDData`
+    summary : `~astropy.nddata.CCDData`
         ``(band, y, x)`` in the model's bands, nanomaggy, on the model's
         grid with the (reprojected) WCS of the input, or a placeholder WCS
-        for pictures.  ``uncertainty``: the spread of the draws (None for
-        one draw).  ``meta``: ``TRANSFER`` (``"SDEdit"``), ``STRENGTH``,
-        ``TSTART``, ``SAMPLER``, ``NSTEPS``, ``NFE``, ``NDRAWS``, ``SEED``,
-        ``WEIGHTS``, ``SOURCE`` and, with ``reference``, ``NNIDX1``,
-        ``NNDIST1``, ... (index into ``reference`` and RMS distance in
-        [-1, 1] units, nearest first).
+        for pictures: the mean of the draws.  ``uncertainty``: the spread
+        of the draws (``ddof=1``; they already carry the survey's noise,
+        nothing is added), None for one draw.  ``meta``: ``TRANSFER``
+        (``"SDEdit"``), ``STRENGTH``, ``TSTART``, ``SAMPLER``, ``DDPMVAR``
+        (ddpm only), ``NSTEPS``, ``NFE``, ``NDRAWS``, ``DRAWMEAN`` (True
+        when the data are a mean of several draws), ``SEED``, ``WEIGHTS``,
+        ``SOURCE`` and, with ``reference``, ``NNIDX1``, ``NNDIST1``, ...
+        (index into ``reference`` and RMS distance in [-1, 1] units, nearest
+        first, for the mean).  With one draw this is that draw.
+    draws : list of `~astropy.nddata.CCDData`
+        Only with ``return_draws=True``, then the return value is
+        ``(summary, draws)``: the ``n_draws`` results, laid out like
+        ``summary`` with ``meta['DRAWIDX']`` (0-based; draw ``k`` of a seed
+        is the same whatever ``n_draws``), ``meta['DRAWMEAN'] = False`` and
+        no uncertainty.  Measure these.
 
     Raises
     ------
@@ -366,6 +398,7 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler="dpmpp-2m", steps=No
                          f"input is noised to; the paper used 0.6), got {strength}")
     n_draws = check_positive_int("n_draws", n_draws)
     batch_size = check_positive_int("batch_size", batch_size)
+    options = {**released_sampler_options(model, sampler), **options}
     rule = get_sampler(sampler, **options)
     T = model.schedule_.T
     t_start = min(round(strength * T, 6), T - 1.0)
@@ -408,9 +441,12 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler="dpmpp-2m", steps=No
     meta["STRENGTH"] = (strength, "input noised to t = STRENGTH * T")
     meta["TSTART"] = (float(times[0]), "first timestep of the reverse process")
     meta["SAMPLER"] = rule.name
+    if getattr(rule, "variance", None) is not None:
+        meta["DDPMVAR"] = (rule.variance, "ddpm step variance: beta or posterior")
     meta["NSTEPS"] = (len(times), "grid points")
     meta["NFE"] = (int(nfe), "network evaluations per draw")
-    meta["NDRAWS"] = (n_draws, "draws averaged")
+    meta["NDRAWS"] = (n_draws, "draws; the data hold their mean")
+    meta["DRAWMEAN"] = (n_draws > 1, "data: mean of NDRAWS draws, not a galaxy")
     meta["SEED"] = int(seed)
     meta["WEIGHTS"] = (weights, "ema = weight average, model = raw")
     meta["SOURCE"] = source[:68]
@@ -425,4 +461,14 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler="dpmpp-2m", steps=No
         for j in range(k):
             meta[f"NNIDX{j + 1}"] = (int(idx[0, j]), "index of a nearest reference image")
             meta[f"NNDIST{j + 1}"] = (float(dist[0, j]), "RMS distance in [-1, 1] units")
-    return result
+    if not return_draws:
+        return result
+    draws = []
+    for k, f in enumerate(flux):
+        draw = CCDData(f.astype(np.float32), unit=u.nanomaggy, wcs=wcs, meta=meta.copy())
+        for key in [key for key in draw.meta if key.startswith(("NNIDX", "NNDIST"))]:
+            del draw.meta[key]
+        draw.meta["DRAWMEAN"] = (False, "one draw: a sample")
+        draw.meta["DRAWIDX"] = (k, "index of this draw (0-based)")
+        draws.append(draw)
+    return result, draws

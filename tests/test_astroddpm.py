@@ -297,3 +297,65 @@ def test_classmethod_line_for_the_estimator(monkeypatch):
         lambda cls, *a, **k: estimator_from_astroddpm(*a, **k)), raising=False)
     model = GalaxyDiffusion.from_astroddpm(CHECKPOINT, image_size=32, device="cpu")
     assert isinstance(model, GalaxyDiffusion) and model.extra_["astroddpm"]["step"] == 1234
+
+
+# ----------------------------------------------------------------------------- released sampler
+def _released_buffers(raw):
+    return {k[len("module."):]: v.to(torch.float64) for k, v in raw["ema"].items()
+            if not k.startswith(PREFIX)}
+
+
+@pytest.mark.parametrize("t", [1, 2, 10, 100, 500, 999])
+def test_ddpm_step_is_the_released_ancestral_step(converted, raw, t):
+    """One ancestral step equals coef1 x0 + coef2 x_t + exp(0.5 log_var) z of the buffers."""
+    from astro_sbgm._astroddpm import released_sampler_options
+    from astro_sbgm.diffusion import get_sampler
+
+    buf = _released_buffers(raw)
+    options = released_sampler_options(converted, "ddpm")
+    assert options == {"variance": "posterior"}
+    den = converted._denoiser()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    rule = get_sampler("ddpm", **options)
+    x_next, x0, _ = rule.step(den, x, float(t), float(t - 1), torch.Generator().manual_seed(t))
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(t)).to(torch.float64)
+    expected = (buf["posterior_mean_coef1"][t] * x0.to(torch.float64)
+                + buf["posterior_mean_coef2"][t] * x.to(torch.float64)
+                + torch.exp(0.5 * buf["posterior_log_variance_clipped"][t]) * z)
+    # float32 round-off of the stored buffers and of the step's arithmetic
+    torch.testing.assert_close(x_next.to(torch.float64), expected, rtol=0, atol=1e-6)
+
+
+def test_schedule_keeps_float64_precision_near_t0(converted, raw, reference):
+    buf = _released_buffers(raw)
+    sched = converted.schedule_
+    # still the stored table, bit for bit in float32 ...
+    np.testing.assert_array_equal(sched.alphas_cumprod.astype(np.float32),
+                                  reference["alphas_cumprod"])
+    # ... with the noise levels of the released float64 computation where float32 loses them
+    _, sigma = sched.alpha_sigma(torch.arange(10, dtype=torch.float64))
+    np.testing.assert_allclose(sigma.numpy(), buf["sqrt_one_minus_alphas_cumprod"][:10].numpy(),
+                               rtol=1e-6)
+
+
+def test_released_variance_is_the_default_for_released_models_only(converted, tmp_path):
+    from astro_sbgm._astroddpm import released_sampler_options
+    from astro_sbgm.inpainting import inpaint
+    from astro_sbgm.transfer import transfer
+
+    assert released_sampler_options(converted, "ddim") == {}
+    assert released_sampler_options(GalaxyDiffusion(image_size=32), "ddpm") == {}
+    img = converted.sample(1, sampler="ddim", steps=3, seed=0, progress=False)[0]
+    mask = np.zeros((32, 32), bool)
+    mask[10:14, :] = True
+    out = inpaint(converted, img, mask, method="paper", t_start=3, seed=0)
+    assert out.meta["INPSAMP"] == "ddpm" and out.meta["DDPMVAR"] == "posterior"
+    beta = inpaint(converted, img, mask, method="paper", t_start=3, seed=0, variance="beta")
+    assert beta.meta["DDPMVAR"] == "beta"
+    assert not np.array_equal(beta.data[:, mask], out.data[:, mask])
+    tr = transfer(converted, img, strength=0.004, sampler="ddpm", seed=0)
+    assert tr.meta["DDPMVAR"] == "posterior" and tr.meta["NFE"] == 5
+    # the record travels with a saved model
+    converted.save(tmp_path / "m")
+    loaded = GalaxyDiffusion.load(tmp_path / "m", device="cpu")
+    assert released_sampler_options(loaded, "ddpm") == {"variance": "posterior"}

@@ -114,6 +114,8 @@ def test_stochastic_methods_recover_a_masked_strip(model, held_out, method, kw):
     times = inpainting_grid(model.schedule_, method, **kw)
     assert out.meta["NFE"] == np.sum(np.diff(times) < 0) + 1
     assert out.meta["INPSAMP"] == "ddpm"
+    # a model trained with this package: the paper's sigma_t^2 = beta_t (repaint: posterior)
+    assert out.meta["DDPMVAR"] == {"paper": "beta", "repaint": "posterior"}[method]
 
 
 def test_satellite_trail_is_removed(model, held_out):
@@ -507,6 +509,37 @@ def test_cli_inpaint(model, held_out, tmp_path):
         assert np.array_equal(hdul[0].data[:, ~_strip()], held_out[2].data[:, ~_strip()])
     with pytest.raises(SystemExit):
         parser.parse_args(["inpaint", str(src), "--model", str(mdir)])   # no -o
+
+
+def test_cli_inpaint_writes_the_draws(model, held_out, tmp_path):
+    mdir = tmp_path / "model"
+    model.save(mdir)
+    src = write_image(held_out[2], tmp_path / "in.fits")
+    mpath = tmp_path / "mask.fits"
+    fits.PrimaryHDU(_strip().astype(np.uint8)).writeto(mpath)
+    parser = argparse.ArgumentParser(prog="astro-sbgm")
+    add_inpaint_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "out.fits"
+    argv = ["inpaint", str(src), "--mask", str(mpath), "-o", str(out), "--model", str(mdir),
+            "--seed", "0", "--n-draws", "3", "--save-draws", "--device", "cpu"]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    with fits.open(out) as hdul:
+        draws = np.stack([hdul["DRAW", k].data for k in (1, 2, 3)])
+        assert [hdul["DRAW", k].header["DRAWIDX"] for k in (1, 2, 3)] == [0, 1, 2]
+        assert hdul["DRAW", 1].header["BUNIT"] == "nanomaggy"
+        mean, unc = hdul[0].data, hdul["UNCERT"].data
+        assert "FLAGS" in hdul and hdul[0].header["DRAWMEAN"]
+    known = ~_strip()
+    assert np.all(draws[:, :, known] == held_out[2].data[:, known])
+    np.testing.assert_allclose(mean, draws.mean(axis=0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(unc[:, _strip()], draws.std(axis=0, ddof=1)[:, _strip()],
+                               rtol=1e-4)
+    # an existing output is refused and left as it was
+    digest = _sha(out)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        args.func(parser.parse_args(argv))
+    assert _sha(out) == digest
 
 
 # ----------------------------------------------------------------------------- accuracy metric

@@ -1,6 +1,7 @@
 """Tests of domain transfer (SDEdit, astro_sbgm.transfer) on a tiny model of round blobs."""
 
 import argparse
+import copy
 import hashlib
 
 import numpy as np
@@ -10,11 +11,14 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.wcs import WCS
 from PIL import Image
+import torch
 
 from astro_sbgm import GalaxyDiffusion, NotFittedError
 from astro_sbgm._cli_inpaint import add_transfer_parser
 from astro_sbgm.io import AstroSBGMInputWarning, pixel_scale_of, write_image
-from astro_sbgm.transfer import band_weights, read_picture, rgb_to_bands, transfer
+from astro_sbgm.diffusion import get_sampler
+from astro_sbgm.transfer import (DEFAULT_TRANSFER_SAMPLER, band_weights, read_picture,
+                                 rgb_to_bands, transfer)
 
 SIZE = 16
 #: g : r : z peak ratios of the training blobs (make_trivial_dataset)
@@ -81,14 +85,71 @@ def test_read_picture_orientation_alpha_and_grey(tmp_path):
 # ----------------------------------------------------------------------------- SDEdit
 def test_strength_controls_how_much_changes(model, held_out):
     img = held_out[0]
-    small = transfer(model, img, strength=0.05, seed=0)
-    full = transfer(model, img, strength=1.0, seed=0)
+    small = transfer(model, img, strength=0.05, seed=0, sampler="dpmpp-2m")
+    full = transfer(model, img, strength=1.0, seed=0, sampler="dpmpp-2m")
     d_small = np.abs(small.data - img.data).mean()
     d_full = np.abs(full.data - img.data).mean()
     assert d_small < 0.02 < d_full
     assert small.meta["TSTART"] == pytest.approx(50.0)
     # the Karras grid starts where sigma / alpha = 80 when that is below T - 1
     assert 950 < full.meta["TSTART"] <= 999.0
+
+
+def test_default_is_stochastic_and_strength_still_controls_the_change(model, held_out):
+    img = held_out[0]
+    small = transfer(model, img, strength=0.05, seed=0)
+    full = transfer(model, img, strength=1.0, seed=0)
+    # the paper's transfer is an ancestral (stochastic) reverse process; so is the default
+    assert small.meta["SAMPLER"] == DEFAULT_TRANSFER_SAMPLER == "dpmpp-2m-sde"
+    assert get_sampler(small.meta["SAMPLER"]).stochastic
+    assert small.meta["NFE"] == 20
+    # a stochastic step redraws the sky noise (0.01 nanomaggy here) even at small strength
+    # (about 0.02 of mean change, where the ODE changes < 0.02), but the galaxy stays:
+    # the change is well below a full re-draw's
+    d_small = np.abs(small.data - img.data).mean()
+    d_full = np.abs(full.data - img.data).mean()
+    assert d_small < 0.5 * d_full
+
+
+class _GaussianEps(torch.nn.Module):
+    """The exact noise prediction for data whose pixels are i.i.d. N(mu, s^2) (scaled)."""
+
+    def __init__(self, schedule, mu, s):
+        super().__init__()
+        self.schedule, self.mu, self.s = schedule, mu, s
+
+    def forward(self, x, t):
+        a, sg = self.schedule.alpha_sigma(t.to(torch.float64))
+        a = a.to(x.dtype).reshape(-1, 1, 1, 1)
+        sg = sg.to(x.dtype).reshape(-1, 1, 1, 1)
+        return sg * (x - a * self.mu) / (a ** 2 * self.s ** 2 + sg ** 2)
+
+
+def test_draws_are_returned_and_carry_the_noise_their_mean_lacks(model):
+    mu, sky, k = 0.8, 0.05, 8
+    fake = copy.deepcopy(model)
+    flux = np.broadcast_to(np.array([mu, mu + sky]).reshape(1, 1, 2), (3, 1, 2))
+    lo, hi = fake.scaler_.transform(flux)[0, 0]
+    net = _GaussianEps(fake.schedule_, float(lo), float(hi - lo))
+    fake.net_, fake.ema_net_, fake.objective = net, net, "eps"
+    # a noiseless flat "cartoon": every bit of noise in the result comes from the model
+    img = CCDData(np.full((3, SIZE, SIZE), mu, np.float32), unit=u.nanomaggy,
+                  meta={"BANDS": "g,r,z"})
+    summary, draws = transfer(fake, img, strength=0.9, n_draws=k, seed=4,
+                              return_draws=True)
+    assert len(draws) == k and [d.meta["DRAWIDX"] for d in draws] == list(range(k))
+    stack = np.stack([d.data for d in draws])
+    np.testing.assert_allclose(summary.data, stack.mean(axis=0), rtol=0, atol=1e-6)
+    sky_draws = np.sqrt(np.mean([d.data.var() for d in draws]))
+    assert abs(sky_draws / sky - 1) < 0.1                 # each draw: the survey's noise
+    assert summary.data.std() < 0.5 * sky                  # the mean: sqrt(K) less
+    np.testing.assert_allclose(summary.uncertainty.array, stack.std(axis=0, ddof=1),
+                               rtol=1e-5)
+    assert summary.meta["DRAWMEAN"] and not draws[0].meta["DRAWMEAN"]
+    assert all(d.uncertainty is None for d in draws)
+    one = transfer(fake, img, strength=0.9, n_draws=1, seed=4)
+    np.testing.assert_allclose(one.data, draws[0].data, rtol=0, atol=1e-6)
+    assert not one.meta["DRAWMEAN"]
 
 
 def test_cartoon_becomes_a_survey_like_galaxy(model, tmp_path):
@@ -201,3 +262,25 @@ def test_cli_transfer(model, tmp_path):
         assert hdul[0].header["TRANSFER"] == "SDEdit" and hdul[0].header["STRENGTH"] == 0.5
     ccd = CCDData.read(tmp_path / "out.fits", hdu=0, unit="nanomaggy")
     assert np.all(np.isfinite(ccd.data))
+
+
+def test_cli_transfer_ode_and_draws(model, tmp_path):
+    mdir = tmp_path / "model"
+    model.save(mdir)
+    src = _disc_picture(tmp_path / "cartoon.png")
+    parser = argparse.ArgumentParser(prog="astro-sbgm")
+    add_transfer_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "ode.fits"
+    args = parser.parse_args(["transfer", str(src), "-o", str(out), "--model", str(mdir),
+                              "--ode", "--n-draws", "2", "--save-draws", "--seed", "1",
+                              "--device", "cpu"])
+    assert args.func(args) == 0
+    with fits.open(out) as hdul:
+        assert hdul[0].header["SAMPLER"] == "dpmpp-2m"
+        draws = np.stack([hdul["DRAW", k].data for k in (1, 2)])
+        np.testing.assert_allclose(hdul[0].data, draws.mean(axis=0), rtol=0, atol=1e-6)
+    args = parser.parse_args(["transfer", str(src), "-o", str(tmp_path / "x.fits"),
+                              "--model", str(mdir), "--ode", "--sampler", "ddpm"])
+    with pytest.raises(ValueError, match="--ode"):
+        args.func(args)
+    assert not (tmp_path / "x.fits").exists()
