@@ -295,6 +295,30 @@ def _prepare(model, image, bands, unit, hdu, mapping, flux_range):
     return scaler.transform(flux), wcs, "image"
 
 
+def _sdedit_times(model, strength, rule, steps=None, grid=None):
+    """The timesteps of an SDEdit run at ``strength`` (see `transfer`)."""
+    T = model.schedule_.T
+    t_start = min(round(strength * T, 6), T - 1.0)
+    if steps is None and rule.name == "ddpm":
+        return np.arange(math.floor(t_start), -1, -1, dtype=np.float64)
+    steps = 20 if steps is None else int(steps)
+    kind = grid or ("uniform" if rule.name == "ddpm" else "karras")
+    return make_grid(model.schedule_, steps, kind, t_start=t_start)
+
+
+def _sdedit(model, den, x0, times, rule, generators, progress=False):
+    """Noise a batch ``x0`` (n, band, y, x) in [-1, 1] to ``times[0]`` and reverse it.
+
+    One generator per image (noise of image ``i`` independent of the batch).  Returns
+    the clean batch (numpy float32, [-1, 1]) and the network evaluations per image.
+    """
+    a, s = (float(v) for v in model.schedule_.alpha_sigma(torch.tensor(float(times[0]))))
+    x0_t = torch.from_numpy(np.ascontiguousarray(x0, dtype=np.float32)).to(model.device_)
+    x = a * x0_t + s * randn_like(x0_t, generators)
+    out, nfe = reverse_process(den, x, times, rule, generator=generators, progress=progress)
+    return out.float().cpu().numpy(), nfe
+
+
 def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAMPLER,
              steps=None, grid=None, seed=None, weights="ema", batch_size=16, bands=None,
              unit=None, hdu=None, mapping="display", flux_range=None, reference=None,
@@ -400,29 +424,18 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAM
     batch_size = check_positive_int("batch_size", batch_size)
     options = {**released_sampler_options(model, sampler), **options}
     rule = get_sampler(sampler, **options)
-    T = model.schedule_.T
-    t_start = min(round(strength * T, 6), T - 1.0)
-    if steps is None and rule.name == "ddpm":
-        times = np.arange(math.floor(t_start), -1, -1, dtype=np.float64)
-        t_start = float(times[0])
-    else:
-        steps = 20 if steps is None else int(steps)
-        kind = grid or ("uniform" if rule.name == "ddpm" else "karras")
-        times = make_grid(model.schedule_, steps, kind, t_start=t_start)
+    times = _sdedit_times(model, strength, rule, steps, grid)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
 
     x0, wcs, source = _prepare(model, image, bands, unit, hdu, mapping, flux_range)
     den = model._denoiser(weights)
-    a, s = (float(v) for v in model.schedule_.alpha_sigma(torch.tensor(float(times[0]))))
     outs, nfe = [], 0
     for lo in range(0, n_draws, batch_size):
         m = min(batch_size, n_draws - lo)
-        gens = _sample_generators(seed, lo, m)
-        x0_t = torch.from_numpy(np.repeat(x0[None], m, axis=0)).to(model.device_)
-        x = a * x0_t + s * randn_like(x0_t, gens)
-        out, nfe = reverse_process(den, x, times, rule, generator=gens, progress=progress)
-        outs.append(out.float().cpu().numpy())
+        out, nfe = _sdedit(model, den, np.repeat(x0[None], m, axis=0), times, rule,
+                           _sample_generators(seed, lo, m), progress)
+        outs.append(out)
     flux = model.scaler_.inverse_transform(np.concatenate(outs)).astype(np.float64)
     mean = flux.mean(axis=0).astype(np.float32)
     unc = None
