@@ -155,7 +155,6 @@ def run(args):
     inputs, described = make_inputs(args.inputs, args.n, model, args.input_seed)
     x0 = np.stack([_prepare(model, img, None, None, None, "display", None)[0]
                    for img in inputs])                    # (n, band, S, S) in [-1, 1]
-    wcs = make_tan_wcs(x0.shape[-2:], float(model.pixel_scale) * u.arcsec, 0.0, 0.0)
     in_flux = scaler.inverse_transform(x0)                # the input on the model's grid
     held = make_mock_legacy_survey(args.n, size=model.image_size, bands="".join(bands),
                                    seed=args.held_out_seed)

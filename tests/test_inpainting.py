@@ -307,9 +307,8 @@ def test_consistent_rule_needs_the_noise_estimate():
     from astro_sbgm.diffusion import DiffusionSchedule
 
     sched = DiffusionSchedule.from_name("cosine")
-    guide = known_pixel_guidance(sched, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2,
-                                                                               dtype=bool),
-                                 rule="consistent")
+    unknown = torch.zeros(1, 1, 2, 2, dtype=torch.bool)
+    guide = known_pixel_guidance(sched, torch.zeros(1, 1, 2, 2), unknown, rule="consistent")
     with pytest.raises(ValueError, match="eps_hat"):
         guide(torch.zeros(1, 1, 2, 2), 10.0, torch.zeros(1, 1, 2, 2))
     with pytest.raises(ValueError, match="'noise'.*'consistent'.*got 'fresh'"):

@@ -134,7 +134,8 @@ class DDPMSampler(Sampler):
     From ``t`` to ``s < t`` (``abar`` = ``alpha_bar``, ``beta = 1 - abar_t / abar_s``)::
 
         x_s = c0 x0_hat + ct x_t + sqrt(var) z,
-        c0 = sqrt(abar_s) beta / (1 - abar_t),  ct = sqrt(abar_t / abar_s) (1 - abar_s) / (1 - abar_t)
+        c0 = sqrt(abar_s) beta / (1 - abar_t),
+        ct = sqrt(abar_t / abar_s) (1 - abar_s) / (1 - abar_t)
 
     the mean of the posterior ``q(x_s | x_t, x0_hat)`` (on the integer grid,
     ``posterior_mean_coef1`` and ``posterior_mean_coef2`` of Ho et al.'s code).
