@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from ._cli_common import add_model_source, load_model
+
 __all__ = ["add_inpaint_parser", "add_transfer_parser", "inpaint_command", "transfer_command",
            "write_result"]
 
@@ -89,8 +91,7 @@ def write_result(result, path, overwrite=False, draws=None):
 
 def _common(p):
     p.add_argument("-o", "--output", required=True, help="output FITS file")
-    p.add_argument("--model", required=True, metavar="DIR",
-                   help="model directory written by GalaxyDiffusion.save")
+    add_model_source(p)
     p.add_argument("--n-draws", type=int, default=1,
                    help="independent draws; the output is their mean, with their standard "
                         "deviation as UNCERT extension when > 1 (default 1); the mean is a "
@@ -166,9 +167,7 @@ def _hdu(value):
 
 def _model_and_sampler(args):
     """The saved model of ``--model`` and the ``--sampler`` choice as keyword arguments."""
-    from .estimator import GalaxyDiffusion
-
-    model = GalaxyDiffusion.load(args.model, device=args.device)
+    model = load_model(args, device=args.device)
     return model, ({} if args.sampler is None else {"sampler": args.sampler})
 
 

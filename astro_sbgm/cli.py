@@ -25,12 +25,15 @@ import sys
 import time
 from pathlib import Path
 
+from ._cli_common import add_model_source, load_model
+
 __all__ = ["main", "build_parser", "QUICKSTART"]
 
-#: The quickstart recipe: sized so that on a 2-core CPU the model trains in
-#: about 8 minutes and draws recognisable galaxies (see the docs).
+#: The quickstart: ``n_samples`` galaxies from the bundled model; with
+#: ``--train``, the recipe of a small model that trains in about 8 minutes on a
+#: 2-core CPU (see the docs).
 QUICKSTART = dict(
-    n_train=2000, size=32, steps=3000, minutes=8.0, n_samples=16,
+    n_train=2000, size=32, steps=3000, minutes=8.0, n_samples=64,
     model=dict(image_size=32, dim=32, dim_mults=(1, 2, 2), attention_levels=(False, False, True),
                objective="v", batch_size=32, learning_rate=1e-3, lr_warmup=100,
                ema_halflife=10_000, ema_rampup=0.1),
@@ -75,12 +78,19 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"astro_sbgm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    q = sub.add_parser("quickstart", help="train a small model on mock data and draw galaxies",
-                       description="Make a mock Legacy Survey set, train a small model on it "
-                       "(about 8 minutes on 2 CPU cores), draw galaxies and write FITS files "
-                       "and a PNG montage.")
+    q = sub.add_parser("quickstart", help="draw galaxies from the bundled model and measure them",
+                       description="Draw galaxies from the model bundled with the package "
+                       "(or --model DIR, or --train: train a small model on mock data first, "
+                       "about 8 minutes on 2 CPU cores), write FITS files, a montage, a "
+                       "measured catalogue and the SGD against fresh mock galaxies, and "
+                       "remove a simulated satellite trail from one held-out galaxy.")
     q.add_argument("-o", "--output", default="astro-sbgm-quickstart", help="output folder")
-    q.add_argument("--model", help="use this saved model instead of training one")
+    src = q.add_mutually_exclusive_group()
+    src.add_argument("--model", metavar="DIR", help="use this saved model")
+    src.add_argument("--pretrained", metavar="NAME", help="use this bundled model (default "
+                     "the package's default model)")
+    src.add_argument("--train", action="store_true",
+                     help="train the small quickstart model on mock data first (minutes)")
     q.add_argument("--n-train", type=int, default=QUICKSTART["n_train"])
     q.add_argument("--train-steps", type=int, default=QUICKSTART["steps"],
                    help="most training steps (default %(default)s)")
@@ -113,7 +123,7 @@ def build_parser():
         "finish an interrupted run: galaxies already on disk are skipped. Under torchrun "
         "(torchrun --nproc_per_node=N -m astro_sbgm.cli sample ...) the processes split "
         "the indices.")
-    s.add_argument("--model", required=True, help="folder of a saved model")
+    add_model_source(s)
     s.add_argument("-o", "--output", required=True, help="folder for the FITS files")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--device", default="auto",
@@ -174,58 +184,151 @@ def _write_all(images, folder, stem, overwrite=True):
     return paths
 
 
+def _quickstart_inpainting(est, galaxy, out, seed):
+    """Deface one held-out galaxy with a satellite trail, repair it; before/after panels."""
+    import numpy as np
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .artifacts import add_satellite_trails
+    from .io import write_image
+    from .visualization import rgb_composite
+
+    size = galaxy.shape[-1]
+    centre = slice(size // 2 - 4, size // 2 + 4)
+    for attempt in range(100):   # a trail across the galaxy, as in the paper's Fig. 6
+        defaced, mask = add_satellite_trails(galaxy, n_trails=1, brightness=(3.0, 10.0),
+                                             width=(3.0, 4.0), dashed=0.0,
+                                             seed=seed * 1000 + attempt)
+        if mask[..., centre, centre].any():
+            break
+    repaired = est.inpaint(defaced, mask=mask, seed=seed)
+    write_image(defaced, out / "trail_defaced.fits", overwrite=True)
+    write_image(repaired, out / "trail_repaired.fits", overwrite=True)
+    sky = np.asarray(galaxy.uncertainty.array) if galaxy.uncertainty is not None else None
+    truth, fixed = np.asarray(galaxy.data), np.asarray(repaired.data)
+    fig, axes = plt.subplots(1, 4, figsize=(8.4, 2.4))
+    panels = [(galaxy, "truth"), (defaced, "with a trail"), (repaired, "repaired")]
+    for ax, (img, title) in zip(axes, panels):
+        ax.imshow(rgb_composite(img), origin="lower")
+        ax.set_title(title, fontsize=9)
+    resid = (fixed - truth)[1]
+    if sky is not None:
+        resid = resid / np.broadcast_to(sky, truth.shape)[1]
+    im = axes[3].imshow(np.where(mask[1] if mask.ndim == 3 else mask, resid, 0.0),
+                        origin="lower", cmap="RdBu_r", vmin=-4, vmax=4)
+    axes[3].set_title("(repaired - truth) / sky, r" if sky is not None else "repaired - truth",
+                      fontsize=9)
+    fig.colorbar(im, ax=axes[3], fraction=0.046)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(out / "trail.png", dpi=110)
+    plt.close(fig)
+    m = mask if mask.ndim == 3 else np.broadcast_to(mask, truth.shape)
+    rms = float(np.sqrt(np.mean((fixed[m] - truth[m]) ** 2)))
+    return {"png": str(out / "trail.png"), "fits": str(out / "trail_repaired.fits"),
+            "n_filled": int(m.sum()), "rms_nanomaggy": round(rms, 5)}
+
+
 def run_quickstart(output="astro-sbgm-quickstart", model=None, n_train=QUICKSTART["n_train"],
                    train_steps=QUICKSTART["steps"], n=QUICKSTART["n_samples"], seed=1,
-                   minutes=QUICKSTART["minutes"],
-                   overwrite=False, progress=True, echo=print):
-    """The work of ``astro-sbgm quickstart``; returns a dict of what was written."""
+                   minutes=QUICKSTART["minutes"], overwrite=False, progress=True, echo=print,
+                   train=False, pretrained=None):
+    """The work of ``astro-sbgm quickstart``; returns a dict of what was written.
+
+    By default the model bundled with the package draws ``n`` galaxies (no
+    training); ``model=`` uses a saved model and ``train=True`` trains the
+    small quickstart model on mock data first (minutes).  Then: FITS files,
+    a montage, a measured catalogue (ECSV), the SGD against fresh mock
+    galaxies beside the real-vs-real SGD at the same N, and one held-out
+    galaxy with a simulated satellite trail removed (before/after panels).
+    """
+    import warnings
+
     from . import GalaxyDiffusion
     from .datasets import make_mock_legacy_survey
-    from .visualization import plot_comparison
+    from .metrics import measure_galaxies, synthetic_galaxy_distance
+    from .visualization import plot_comparison, plot_montage
 
     out = _prepare_output(output, overwrite)
     t0 = time.perf_counter()
-    if model is not None:
-        est = GalaxyDiffusion.load(model)
-        size = est.image_size
-        echo(f"using the saved model in {model}")
-    else:
+    if train:
         size = QUICKSTART["size"]
         echo(f"making {n_train} mock Legacy Survey galaxies ({size}x{size} grz) ...")
-    real = make_mock_legacy_survey(max(n, 16) if model is not None else n_train, size=size,
-                                   seed=seed, progress=progress)
-    t_data = time.perf_counter() - t0
-    if model is None:
+        data = make_mock_legacy_survey(n_train, size=size, seed=seed, progress=progress)
         est = GalaxyDiffusion(**QUICKSTART["model"], seed=seed)
         echo(f"training {est!r} for {train_steps} steps ...")
-        est.fit(real, steps=train_steps, progress=progress,
+        est.fit(data, steps=train_steps, progress=progress,
                 time_limit=None if minutes is None else 60.0 * float(minutes))
         est.save(out / "model", overwrite=True)
         echo(f"trained {est.n_steps_} steps ({est.n_steps_ * est.batch_size} images)")
-    t_train = time.perf_counter() - t0 - t_data
+        source = str(out / "model")
+        real_seed = seed + 1000          # never the training galaxies
+    elif model is not None:
+        est = GalaxyDiffusion.load(model)
+        source = str(model)
+        real_seed = seed + 1000
+    else:
+        from . import pretrained as _pretrained
+
+        name = pretrained or _pretrained.DEFAULT_MODEL
+        est = GalaxyDiffusion.pretrained(name)
+        source = f"bundled model {name!r}"
+        real_seed = seed + 1000          # the bundled model trained on seed 13
+    echo(f"model: {source} ({est.n_steps_} training steps)")
+    t_train = time.perf_counter() - t0
+    size = est.image_size
     echo(f"drawing {n} galaxies ...")
     fakes = est.sample(n, seed=seed, progress=progress)
-    t_sample = time.perf_counter() - t0 - t_data - t_train
+    t_sample = time.perf_counter() - t0 - t_train
+    real = make_mock_legacy_survey(2 * n, size=size, seed=real_seed)
     sample_paths = _write_all(fakes, out / "samples", "sample")
     _write_all(real[:n], out / "real", "real")
+    fig = plot_montage(fakes[:64], ncols=8, method="lupton")
+    fig.savefig(out / "montage.png", dpi=90)
     fig = plot_comparison(real[:n], fakes, n=min(n, 8), method="lupton")
-    montage = out / "montage.png"
-    fig.savefig(montage, dpi=110)
+    fig.savefig(out / "comparison.png", dpi=110)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cat_fake = measure_galaxies(fakes)
+        cat_real, cat_other = measure_galaxies(real[:n]), measure_galaxies(real[n:])
+        sgd = synthetic_galaxy_distance(cat_fake, cat_real)
+        floor = synthetic_galaxy_distance(cat_other, cat_real)
+    cat_fake.write(out / "samples.ecsv", format="ascii.ecsv", overwrite=True)
+    echo(f"SGD of {n} generated vs {n} fresh mock galaxies, beside two sets of {n} fresh mock "
+         "galaxies (the floor):")
+    echo(f"  {'term':8s} {'generated':>10s} {'real-real':>10s}")
+    for label in sgd.terms:
+        a, b = sgd.terms[label], floor.terms[label]
+        echo(f"  {label:8s} {float(getattr(a, 'value', a)):10.3f} "
+             f"{float(getattr(b, 'value', b)):10.3f}")
+    echo(f"  {'SGD':8s} {sgd.total:10.3f} {floor.total:10.3f}")
+    echo(f"  (at {n} vs {n} galaxies the SGD is mostly sampling noise: compare the two "
+         "columns, not the numbers with other N)")
+    trail = _quickstart_inpainting(est, real[n], out, seed)
+    t_total = time.perf_counter() - t0
     summary = {
-        "output": str(out), "model": str(out / "model") if model is None else str(model),
-        "samples": str(out / "samples"), "real": str(out / "real"), "montage": str(montage),
-        "n_samples": len(sample_paths), "seconds": {"data": round(t_data, 1),
-                                                    "training": round(t_train, 1),
-                                                    "sampling": round(t_sample, 1)},
+        "output": str(out), "model": source, "samples": str(out / "samples"),
+        "real": str(out / "real"), "montage": str(out / "montage.png"),
+        "comparison": str(out / "comparison.png"), "catalogue": str(out / "samples.ecsv"),
+        "n_samples": len(sample_paths), "sgd": round(float(sgd.total), 4),
+        "sgd_real_vs_real": round(float(floor.total), 4), "trail": trail,
+        "seconds": {"model": round(t_train, 1), "sampling": round(t_sample, 1),
+                    "total": round(t_total, 1)},
         "sampler": fakes[0].meta["SAMPLER"], "nfe": int(fakes[0].meta["NFE"]),
         "train_steps": int(getattr(est, "n_steps_", 0)), "weights": fakes[0].meta["WEIGHTS"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    echo(f"model:    {summary['model']}")
-    echo(f"samples:  {summary['samples']}/ ({len(sample_paths)} FITS cubes, nanomaggy)")
-    echo(f"real:     {summary['real']}/ (the mock galaxies beside them)")
-    echo(f"montage:  {montage}")
-    echo(f"time:     data {t_data:.0f} s, training {t_train:.0f} s, sampling {t_sample:.0f} s")
+    echo(f"samples:  {summary['samples']}/ ({len(sample_paths)} FITS cubes, nanomaggy), "
+         f"catalogue {summary['catalogue']}")
+    echo(f"montage:  {summary['montage']} (and {summary['comparison']}: real above, generated "
+         "below)")
+    echo(f"trail:    {trail['png']} (a simulated satellite trail removed from a held-out "
+         "galaxy)")
+    echo(f"time:     model {t_train:.0f} s, sampling {t_sample:.0f} s, all {t_total:.0f} s")
     return summary
 
 
@@ -375,10 +478,11 @@ def _write_sample_index(out, n, settings):
 def _cmd_sample(args):
     from tqdm.auto import tqdm
 
-    from . import GalaxyDiffusion, distributed as dist
+    from . import distributed as dist, pretrained
     from .io import write_image
 
-    est = GalaxyDiffusion.load(args.model, device=str(dist.local_device(args.device)))
+    est = load_model(args, device=str(dist.local_device(args.device)))
+    model_dir = pretrained.path(args.pretrained) if args.pretrained else args.model
     dist.init_distributed(est.device_)
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
@@ -388,7 +492,7 @@ def _cmd_sample(args):
     out = Path(args.output)
 
     def prepare():
-        settings["model_sha256"] = _model_digest(args.model)
+        settings["model_sha256"] = _model_digest(model_dir)
         return _prepare_sample_output(out, args.n, settings, args.overwrite)
 
     todo = dist.run_on_main(prepare)   # on rank 0, which also adds the model's digest
@@ -424,7 +528,8 @@ def main(argv=None):
     try:
         if args.command == "quickstart":
             run_quickstart(args.output, args.model, args.n_train, args.train_steps, args.n,
-                           args.seed, args.minutes, args.overwrite, progress=not args.quiet)
+                           args.seed, args.minutes, args.overwrite, progress=not args.quiet,
+                           train=args.train, pretrained=args.pretrained)
         elif args.command == "train":
             return _cmd_train(args)
         elif args.command == "sample":

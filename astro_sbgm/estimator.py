@@ -27,6 +27,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from safetensors.torch import load_file, save_file
 
+from ._astroddpm import released_sampler_options
 from ._version import __version__
 from .bands import parse_bands
 from .diffusion import (DiffusionSchedule, Denoiser, OBJECTIVES, GRIDS, get_sampler, make_grid,
@@ -610,6 +611,8 @@ class GalaxyDiffusion:
             _dist.init_distributed(self.device_)
             block = _dist.shard_range(n)
             start, n = start + block.start, len(block)
+        # a released model's ancestral sampler uses the released code's variance
+        options = {**released_sampler_options(self, sampler), **options}
         get_sampler(sampler, **options)  # validate name and options early
         steps = self.default_steps(sampler) if steps is None else int(steps)
         if grid == "auto":

@@ -1,0 +1,221 @@
+"""Measure a trained model for its model card: SGD, Cohen's d, morphology, samplers, memorisation.
+
+Usage (the bundled model's card was made with)::
+
+    python benchmarks/eval_pretrained.py --model ../pretrained-run/model \\
+        --run ../pretrained-run --n 500 --out docs/_static --json card-quality.json
+
+What it measures, every comparison at equal N and on held-out mock galaxies
+the model never saw (``make_mock_legacy_survey`` seeds 1001 and 1002; the
+bundled model trained on seed 13):
+
+* the SGD of ``n`` generated galaxies against ``n`` raw held-out galaxies
+  (what a simulation user gets) and against the same galaxies round-tripped
+  through the model's flux scaling (the model's own error), with bootstrap
+  spreads; the real-vs-real baseline (two independent held-out sets of
+  ``n``); the normalisation floor (held-out vs its round trip);
+* Cohen's d of every SGD property; ellipticity and concentration
+  (``measure_galaxies(morphology=True)``) and the fraction at e > 0.5;
+* the per-sampler table (dpmpp-2m and heun at about 10, 20, 50 network
+  evaluations) on ``--n-samplers`` galaxies against as many held-out ones;
+* the SGD against images seen, from the run's checkpoints (``--run``);
+* a nearest-neighbour memorisation check against the training set;
+* the time to draw 64 galaxies with the default sampler.
+
+Figures (8x8 montages, property histograms, nearest neighbours, the training
+curve) go to ``--out``; the numbers to ``--json``.
+"""
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from astro_sbgm import GalaxyDiffusion
+from astro_sbgm.datasets import make_mock_legacy_survey
+from astro_sbgm.metrics import (baseline_sgd, measure_galaxies, memorisation_check,
+                                plot_nearest_neighbours, plot_property_histograms,
+                                synthetic_galaxy_distance)
+from astro_sbgm.visualization import plot_montage
+
+HELD_OUT_SEEDS = (1001, 1002)
+TRAIN_SEED = 13
+
+
+def _measure(images):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return measure_galaxies(images, morphology=True)
+
+
+def _sgd(a, b, bootstrap=0, seed=0):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return synthetic_galaxy_distance(a, b, bootstrap=bootstrap, seed=seed)
+
+
+def _summary(res):
+    return {"total": round(float(res.total), 4),
+            "bootstrap_std": None if res.n_bootstrap == 0 else round(float(res.bootstrap_std), 4),
+            "terms": {k: round(float(getattr(v, "value", v)), 4) for k, v in res.terms.items()},
+            "cohens_d": {k: round(float(v), 3) for k, v in res.cohens_d.items()},
+            "n": [int(res.n_used_a), int(res.n_used_b)]}
+
+
+def _fraction(cat, column, above):
+    v = np.asarray(getattr(cat[column], "value", cat[column]), float)
+    v = v[np.isfinite(v)]
+    return float(np.mean(v > above)) if v.size else float("nan")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="saved model folder or bundled model name")
+    p.add_argument("--run", help="the training run folder (checkpoints, cached training set)")
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--n-samplers", type=int, default=200)
+    p.add_argument("--n-curve", type=int, default=200)
+    p.add_argument("--curve-points", type=int, default=4)
+    p.add_argument("--steps", type=int, default=None, help="default sampler's steps")
+    p.add_argument("--bootstrap", type=int, default=200)
+    p.add_argument("--skip", default="", help="comma list of parts to skip: samplers,curve,"
+                   "memorisation")
+    p.add_argument("--out", default="docs/_static")
+    p.add_argument("--prefix", default="pretrained")
+    p.add_argument("--json", default="card-quality.json")
+    a = p.parse_args(argv)
+    skip = set(filter(None, a.skip.split(",")))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+
+    path = Path(a.model)
+    model = (GalaxyDiffusion.load(path) if path.exists() else GalaxyDiffusion.pretrained(a.model))
+    size = model.image_size
+    res = {"model": str(a.model), "n_steps": int(model.n_steps_),
+           "held_out_seeds": list(HELD_OUT_SEEDS), "n": a.n}
+
+    held = [make_mock_legacy_survey(a.n, size=size, seed=s) for s in HELD_OUT_SEEDS]
+    cats = [_measure(h) for h in held]
+    held_rt = model.round_trip(held[0])
+    cat_rt = _measure(held_rt)
+
+    t0 = time.perf_counter()
+    model.sample(64, steps=a.steps, seed=123, progress=False)
+    res["seconds_64"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    fakes = model.sample(a.n, steps=a.steps, seed=0, progress=False)
+    res["seconds_n"] = round(time.perf_counter() - t0, 1)
+    res["sampler"] = {"name": fakes[0].meta["SAMPLER"], "steps": int(fakes[0].meta["NSTEPS"]),
+                      "nfe": int(fakes[0].meta["NFE"])}
+    cat_fake = _measure(fakes)
+
+    res["sgd_raw"] = _summary(_sgd(cat_fake, cats[0], a.bootstrap, 1))
+    res["sgd_round_tripped"] = _summary(_sgd(cat_fake, cat_rt, a.bootstrap, 2))
+    res["baseline"] = _summary(_sgd(cats[1], cats[0], a.bootstrap, 3))
+    res["baseline_split"] = round(float(baseline_sgd(cats[0], seed=4, n=a.n // 2).total), 4)
+    res["floor"] = _summary(_sgd(cat_rt, cats[0]))
+    res["perfect_model_rt"] = _summary(_sgd(_measure(model.round_trip(held[1])), cat_rt))
+    res["ratio_raw"] = round(res["sgd_raw"]["total"] / res["baseline"]["total"], 3)
+    res["ratio_round_tripped"] = round(res["sgd_round_tripped"]["total"]
+                                       / res["baseline"]["total"], 3)
+    res["morphology"] = {
+        name: {"e_gt_0.5": round(_fraction(c, "ellipticity", 0.5), 4),
+               "median_ellipticity": round(float(np.nanmedian(c["ellipticity"])), 4),
+               "median_concentration": round(float(np.nanmedian(c["concentration"])), 4)}
+        for name, c in (("generated", cat_fake), ("held_out", cats[0]),
+                        ("held_out_2", cats[1]))}
+    print(json.dumps({k: res[k] for k in ("sgd_raw", "sgd_round_tripped", "baseline",
+                                          "floor", "ratio_raw", "morphology")}, indent=1))
+
+    # figures: montages, histograms
+    fig = plot_montage(fakes[:64], ncols=8, method="lupton")
+    fig.savefig(out / f"{a.prefix}_generated.png", dpi=80)
+    fig = plot_montage(held[0][:64], ncols=8, method="lupton")
+    fig.savefig(out / f"{a.prefix}_real.png", dpi=80)
+    cols = ["mag_g", "mag_r", "mag_z", "r_half", "g_r", "r_z", "ellipticity", "concentration"]
+    fig = plot_property_histograms(cats[0], cat_fake, columns=cols,
+                                   labels=("held-out mock", "generated"))
+    fig.savefig(out / f"{a.prefix}_histograms.png", dpi=80)
+
+    if "memorisation" not in skip:
+        cache = (sorted(Path(a.run).glob(f"train-seed{TRAIN_SEED}-*.npy")) if a.run else [])
+        train = (np.load(cache[0], mmap_mode="r")[:5000] if cache else
+                 np.stack([im.data for im in make_mock_legacy_survey(5000, size=size,
+                                                                     seed=TRAIN_SEED)]))
+        norm = model.scaler_.transform
+        mem = memorisation_check(np.stack([f.data for f in fakes[:200]]), np.asarray(train),
+                                 np.stack([h.data for h in held[1][:200]]), normalise=norm)
+        res["memorisation"] = {"n_train_searched": int(len(train)),
+                               "median_ratio": round(mem.median_ratio, 3),
+                               "copy_fraction": round(mem.copy_fraction, 4),
+                               "p_value": round(mem.p_value, 4), "memorised": mem.memorised}
+        fig = plot_nearest_neighbours(fakes[:6], np.asarray(train),
+                                      mem.sample_indices[:6, None],
+                                      mem.sample_distances[:6, None])
+        fig.savefig(out / f"{a.prefix}_neighbours.png", dpi=80)
+        print("memorisation", res["memorisation"])
+
+    if "samplers" not in skip:
+        m = a.n_samplers
+        base = _sgd(cats[1][:m], cats[0][:m])
+        rows = [{"sampler": "real vs real", "steps": None, "nfe": 0,
+                 "sgd": round(float(base.total), 4)}]
+        for sampler, steps in (("dpmpp-2m", 10), ("dpmpp-2m", 20), ("dpmpp-2m", 50),
+                               ("heun", 6), ("heun", 11), ("heun", 26)):
+            t0 = time.perf_counter()
+            f = model.sample(m, sampler=sampler, steps=steps, seed=0, progress=False)
+            sec = time.perf_counter() - t0
+            r = _sgd(_measure(f), cats[0][:m], 50, 5)
+            rows.append({"sampler": sampler, "steps": steps, "nfe": int(f[0].meta["NFE"]),
+                         "sgd": round(float(r.total), 4),
+                         "bootstrap_std": round(float(r.bootstrap_std), 4),
+                         "max_abs_d": round(max(abs(v) for v in r.cohens_d.values()), 3),
+                         "seconds": round(sec, 1)})
+            print(rows[-1])
+        res["samplers"] = {"n": m, "rows": rows}
+
+    if "curve" not in skip and a.run:
+        records = sorted(Path(a.run, "checkpoints").glob("checkpoint-*.json"))
+        pick = [records[int(i)] for i in np.unique(np.linspace(
+            0, len(records) - 1, min(a.curve_points, len(records))).round())]
+        m = a.n_curve
+        base = float(_sgd(cats[1][:m], cats[0][:m]).total)
+        points = []
+        for rec in pick:
+            info = json.loads(rec.read_text())
+            tensors = load_file(str(rec.with_suffix(".safetensors")))
+            model.ema_net_.load_state_dict({k[4:]: v for k, v in tensors.items()
+                                            if k.startswith("ema.")})
+            f = model.sample(m, steps=a.steps, seed=0, progress=False)
+            sgd = float(_sgd(_measure(f), cats[0][:m]).total)
+            points.append({"step": int(info["step"]),
+                           "images_seen": int(info["step"]) * int(info["batch_size"]),
+                           "sgd": round(sgd, 4)})
+            print(points[-1])
+        res["curve"] = {"n": m, "baseline": round(base, 4), "points": points}
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot([q["images_seen"] for q in points], [q["sgd"] for q in points], "o-",
+                label=f"model ({m} vs {m})")
+        ax.axhline(base, color="k", ls="--", label=f"real vs real ({m} vs {m})")
+        ax.set_xlabel("training images seen")
+        ax.set_ylabel("SGD against held-out")
+        ax.set_yscale("log")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"{a.prefix}_curve.png", dpi=90)
+
+    Path(a.json).write_text(json.dumps(res, indent=1))
+    print(f"wrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()
