@@ -31,7 +31,11 @@ The protocol (run outside CI; the full version takes hours)::
    even when ``ddpm`` is not among ``--samplers``).  Each set
    is measured and compared with the held-out set: SGD (with a bootstrap
    spread), SGD / baseline, Cohen's d and W1 per property, network
-   evaluations per image, and wall time.
+   evaluations per image, and wall time; and the SGD against the held-out
+   set round-tripped through the model's flux scaling (``sgd_rt``: the
+   model's own error, since generated pixels always lie inside the clip),
+   beside the normalisation floor (``norm_floor``: held-out vs its round
+   trip).
 4. Write everything to ``<out>/quality.ecsv`` (one row per model, stage,
    sampler and step count; ``meta`` holds the command, the date, the
    machine's load and the baseline) and a figure ``<out>/quality.png``: SGD
@@ -109,8 +113,15 @@ def _prune_checkpoints(directory):
             path.unlink(missing_ok=True)
 
 
-def _evaluate(model, held_cat, baseline, n, sampler, steps, seed, batch_size, bootstrap):
-    """Draw, measure and compare one set of galaxies; return a row (dict)."""
+def _evaluate(model, held_cat, baseline, n, sampler, steps, seed, batch_size, bootstrap,
+              held_rt_cat=None):
+    """Draw, measure and compare one set of galaxies; return a row (dict).
+
+    ``held_rt_cat`` is the held-out set round-tripped through the model's flux
+    scaling (`GalaxyDiffusion.round_trip`): the SGD against it (``sgd_rt``) is
+    the model's own error, the SGD against the raw set (``sgd``) what a user
+    of the galaxies gets.
+    """
     t0 = time.perf_counter()
     fakes = model.sample(n, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size,
                          progress=False)
@@ -129,11 +140,13 @@ def _evaluate(model, held_cat, baseline, n, sampler, steps, seed, batch_size, bo
         return row
     row.update({"sgd": res.total, "sgd_std": res.bootstrap_std,
                 "sgd_ratio": res.total / baseline, "n_used": res.n_used_a})
+    rt = synthetic_galaxy_distance(cat, held_rt_cat) if held_rt_cat is not None else None
+    row["sgd_rt"] = np.nan if rt is None else rt.total
     row.update({f"d_{p}": float(res.cohens_d[p]) for p in _PROPS})
     row.update({f"w1_{p}": float(getattr(res.terms[p], "value", res.terms[p])) for p in _PROPS})
     print(f"    {sampler:9s} {steps:5d} steps  {nfe:5d} NFE  SGD {res.total:.3f} "
-          f"+/- {res.bootstrap_std:.3f}  ({res.total / baseline:.2f} x baseline)  "
-          f"{wall:.1f} s", flush=True)
+          f"+/- {res.bootstrap_std:.3f}  ({res.total / baseline:.2f} x baseline), against "
+          f"round-tripped {row['sgd_rt']:.3f}  {wall:.1f} s", flush=True)
     return row
 
 
@@ -304,12 +317,18 @@ def main(argv=None):
                 per_eval = (time.perf_counter() - probe) / 2 / min(args.n, args.batch_size)
                 print(f"  sweep: {len(runs)} sets, about {n_eval} image evaluations, about "
                       f"{n_eval * per_eval / 60:.0f} min", flush=True)
+            # the held-out set as this model's scaling represents it, and what that costs
+            held_rt_cat = measure_galaxies(model.round_trip(held))
+            floor = synthetic_galaxy_distance(held_rt_cat, held_cat).total
+            print(f"  normalisation floor (held-out vs its round trip): {floor:.4f}")
             for sampler, steps, is_stage in runs:
                 row = {"config": config, "stage": fraction, "train_steps": steps_done,
+                       "norm_floor": floor,
                        "images_seen": steps_done * int(model.batch_size), "train_s": spent,
                        "stage_sampler": is_stage}
                 row.update(_evaluate(model, held_cat, baseline, args.n, sampler, steps,
-                                     args.seed, args.batch_size, args.bootstrap))
+                                     args.seed, args.batch_size, args.bootstrap,
+                                     held_rt_cat))
                 rows.append(row)
         if not args.keep_checkpoints:
             shutil.rmtree(ckpt, ignore_errors=True)

@@ -536,3 +536,29 @@ def test_round_trip_returns_what_it_was_given(fitted, train_set):
     assert np.all(out >= lo)
     assert np.all(out[arr < lo] == np.broadcast_to(lo, arr.shape)[arr < lo])
     assert not np.shares_memory(one.data, train_set[0].data)
+
+
+def test_round_trip_separates_the_clip_from_the_model():
+    """A perfect model (round-tripped real galaxies) sits at the real-vs-real floor only
+    against round-tripped galaxies; against raw ones it also pays the clip."""
+    from astro_sbgm.datasets import make_mock_legacy_survey
+    from astro_sbgm.metrics import measure_galaxies, synthetic_galaxy_distance
+
+    a = make_mock_legacy_survey(120, size=32, seed=21)
+    b = make_mock_legacy_survey(120, size=32, seed=22)
+    # a linear clip to [0, 1] nanomaggies: flattens the bright cores of these galaxies
+    model = GalaxyDiffusion(image_size=32, dim=8, dim_mults=(1, 2),
+                            attention_levels=(False, False), scaling="linear", flux_lower=0.0,
+                            flux_upper=1.0, device="cpu").fit(a[:8], steps=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cat_a, cat_b = measure_galaxies(a), measure_galaxies(b)
+        cat_a_rt = measure_galaxies(model.round_trip(a))
+        cat_b_rt = measure_galaxies(model.round_trip(b))
+        floor = synthetic_galaxy_distance(cat_b, cat_a, bootstrap=50, seed=1)
+        perfect_rt = synthetic_galaxy_distance(cat_b_rt, cat_a_rt)
+        perfect_raw = synthetic_galaxy_distance(cat_b_rt, cat_a)
+        norm = synthetic_galaxy_distance(cat_a_rt, cat_a)
+    assert abs(perfect_rt.total - floor.total) < 2 * floor.bootstrap_std
+    assert perfect_raw.total > floor.total + 2 * floor.bootstrap_std   # the clip's cost shows
+    assert norm.total > 0.5 * (perfect_raw.total - floor.total)
