@@ -9,9 +9,15 @@ weights of a run that was not.
 Checkpoints are a ``.safetensors`` file (tensors: weights, EMA, optimizer
 moments, random state, data order) and a ``.json`` file (everything else)
 per saved step, in a directory marked by a ``astro_sbgm-checkpoints.json``
-file.  Each file is written under a temporary name and renamed, and the JSON
-record is written last, so a checkpoint either exists whole or not at all.
-No pickle is ever written or read.
+file.  Each file is written under a temporary name, flushed to disk and
+renamed, and the JSON record is written last, so a checkpoint either exists
+whole or not at all; a write that fails (a full disk) leaves the earlier
+checkpoints as they were.  The record stores the size and SHA-256 of its
+tensors file: resuming checks the newest checkpoint, skips a damaged one with
+a warning (the file is left where it is) and continues from the newest intact
+one.  One process at a time writes into a checkpoint directory: the run holds
+an OS lock on a file in it (`astro_sbgm._locking`).  No pickle is ever
+written or read.
 
 Under ``torchrun`` (a process group of ``W`` > 1 processes, see
 `astro_sbgm.distributed`) the network is wrapped in
@@ -25,6 +31,7 @@ any number of processes.  The EMA and every checkpoint write happen on rank 0.
 
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import signal
@@ -34,17 +41,21 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from astropy.utils.exceptions import AstropyUserWarning
 from tqdm.auto import tqdm
 
 from . import distributed as _dist
+from . import _locking
+from ._locking import FolderLockedError
 from ._version import __version__
 from .diffusion import draw_training_noise, training_loss
 
 __all__ = ["EMA", "Trainer", "augment", "atomic_write_text", "CHECKPOINT_MARKER",
            "latest_checkpoint", "PRECISIONS", "AstroSBGMTrainingWarning", "autocast_forward",
-           "tf32", "TrainingInterrupted", "STOP_SIGNALS"]
+           "tf32", "TrainingInterrupted", "STOP_SIGNALS", "AstroSBGMCheckpointWarning",
+           "verify_checkpoint", "FolderLockedError"]
 
 #: Signals after which training stops cleanly at the end of the current step:
 #: Ctrl-C, what SLURM and torchrun send at a time limit or preemption, and
@@ -122,28 +133,92 @@ PRECISIONS = ("fp32", "bf16")
 CHECKPOINT_MARKER = "astro_sbgm-checkpoints.json"
 
 
+class AstroSBGMCheckpointWarning(AstroSBGMTrainingWarning):
+    """A damaged checkpoint was skipped on resume (it is left on disk, untouched)."""
+
+
+def _fsync(path):
+    """Flush ``path`` (a file or a directory) to the disk, where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _file_digest(path):
+    """``(sha256 hex digest, size in bytes)`` of a file."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
 def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file and a rename.
+
+    The temporary file is flushed to disk before the rename, so ``path``
+    holds either its old content or all of ``text``, even after a crash or a
+    failed write (which removes the temporary file and raises).
+
+    Parameters
+    ----------
+    path : str or path
+        The file to write.
+    text : str
+        Its new content.
+
+    Raises
+    ------
+    OSError
+        If the write fails (``path`` is then left as it was).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         tmp.write_text(text)
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
 def _atomic_save_tensors(tensors, path, metadata=None):
+    """Write ``tensors`` to the safetensors file ``path`` atomically.
+
+    Returns
+    -------
+    dict
+        ``{"sha256": hex digest, "size": bytes}`` of the file written.
+
+    Raises
+    ------
+    OSError
+        If the write fails (``path`` is then left as it was, and no temporary
+        file remains).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata=metadata)
+        _fsync(tmp)
+        sha256, size = _file_digest(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+    return {"sha256": sha256, "size": size}
 
 
 def augment(x, generator):
@@ -270,13 +345,138 @@ class EMA:
             be.copy_(b)
 
 
+def _read_record(record_path):
+    """The JSON record of a checkpoint, or ValueError naming the file."""
+    record_path = Path(record_path)
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"checkpoint record {str(record_path)!r} cannot be read "
+                         f"({type(err).__name__}: {err})") from None
+    if not isinstance(record, dict) or record.get("format") != "astro_sbgm checkpoint":
+        raise ValueError(f"{str(record_path)!r} is not an astro_sbgm checkpoint record")
+    return record
+
+
+def verify_checkpoint(record_path):
+    """Check that a checkpoint is whole: its record reads and its tensors match it.
+
+    The tensors file must have the size and SHA-256 stored in the record.
+    A record written before checksums were stored only needs a tensors file
+    whose safetensors header reads and covers the whole file (which catches a
+    truncated file).  Nothing is modified.
+
+    Parameters
+    ----------
+    record_path : str or path
+        The ``checkpoint-*.json`` record.
+
+    Returns
+    -------
+    dict
+        The record.
+
+    Raises
+    ------
+    ValueError
+        If the record or its tensors file is damaged, truncated or missing;
+        the message names the file and what is wrong with it.
+    """
+    record_path = Path(record_path)
+    record = _read_record(record_path)
+    tensors = record_path.with_suffix(".safetensors")
+    if not tensors.is_file():
+        raise ValueError(f"checkpoint {str(record_path)!r} has no tensors file "
+                         f"{tensors.name!r} beside it")
+    stored = record.get("tensors") or {}
+    size = tensors.stat().st_size
+    if "size" in stored and size != int(stored["size"]):
+        raise ValueError(f"checkpoint file {str(tensors)!r} is damaged: {size} bytes where "
+                         f"{int(stored['size'])} were written (a truncated copy or a full "
+                         "disk?)")
+    if "sha256" in stored:
+        sha256, _ = _file_digest(tensors)
+        if sha256 != stored["sha256"]:
+            raise ValueError(f"checkpoint file {str(tensors)!r} is damaged: its SHA-256 "
+                             f"{sha256[:12]}... differs from the {stored['sha256'][:12]}... "
+                             "written with it")
+    else:   # a record of an older version: the header must read and cover the file
+        try:
+            with safe_open(str(tensors), framework="pt") as f:
+                list(f.keys())
+        except Exception as err:  # SafetensorError, OSError
+            raise ValueError(f"checkpoint file {str(tensors)!r} is damaged: it is not a "
+                             f"readable safetensors file ({err})") from None
+    return record
+
+
+def _keep_damaged(stem):
+    """Rename a damaged checkpoint ``stem.{json,safetensors}`` to ``*.damaged`` (kept)."""
+    record, tensors = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    if not record.exists() and not tensors.exists():
+        return
+    try:
+        verify_checkpoint(record)
+        return                      # intact: overwriting it with the same step is fine
+    except ValueError:
+        pass
+    for path in (tensors, record):
+        if path.exists():
+            dest, n = path.with_name(path.name + ".damaged"), 1
+            while dest.exists():
+                n += 1
+                dest = path.with_name(f"{path.name}.damaged{n}")
+            os.replace(path, dest)
+
+
 def latest_checkpoint(directory):
-    """The JSON record of the newest complete checkpoint in ``directory``, or None."""
+    """The JSON record of the newest intact checkpoint in ``directory``, or None.
+
+    Checkpoints are tried newest first with `verify_checkpoint`; a damaged
+    one is skipped with a warning that names it, and left on disk as it is.
+    A record whose tensors file is gone is not a checkpoint (skipped quietly).
+
+    Parameters
+    ----------
+    directory : str or path
+        A checkpoint directory (it need not exist).
+
+    Returns
+    -------
+    `pathlib.Path` or None
+        The ``checkpoint-*.json`` record, or None when there is no checkpoint.
+
+    Raises
+    ------
+    ValueError
+        If there are checkpoints but every one is damaged (the message names
+        the directory).
+
+    Warns
+    -----
+    AstroSBGMCheckpointWarning
+        For each damaged checkpoint newer than the one returned.
+    """
     directory = Path(directory)
     records = sorted(directory.glob("checkpoint-*.json"))
+    damaged = []
     for rec in reversed(records):
-        if rec.with_suffix(".safetensors").exists():
-            return rec
+        if not rec.with_suffix(".safetensors").exists():
+            continue
+        try:
+            verify_checkpoint(rec)
+        except ValueError as err:
+            damaged.append(rec.name)
+            warnings.warn(f"{err}; skipped, trying the checkpoint before it (the damaged "
+                          f"files are kept: renamed to {rec.stem}.*.damaged if training "
+                          "writes that step again)", AstroSBGMCheckpointWarning)
+            continue
+        return rec
+    if damaged:
+        raise ValueError(f"no intact checkpoint in {str(directory)!r}: all {len(damaged)} "
+                         f"are damaged (newest {damaged[0]}), and were left as they are; "
+                         "train from the start with a new checkpoint_dir, or with "
+                         "resume=False")
     return None
 
 
@@ -291,6 +491,8 @@ def refuse_foreign_checkpoint_dir(directory):
         If ``directory`` is a file.
     FileExistsError
         If it holds files that are not astro_sbgm checkpoints.
+    FolderLockedError
+        If another process is writing checkpoints there.
     """
     directory = Path(directory)
     marker = directory / CHECKPOINT_MARKER
@@ -304,17 +506,23 @@ def refuse_foreign_checkpoint_dir(directory):
                 f"checkpoint_dir {str(directory)!r} already holds files that are not "
                 f"astro_sbgm checkpoints ({', '.join(sorted(others)[:3])}...); give an empty "
                 "or new directory so nothing of yours is overwritten")
+        _locking.check_free(directory, what="train into it")
     return directory
 
 
 def _check_checkpoint_dir(directory, config):
+    """Refuse a foreign directory, take its writer's lock, mark it (rank 0)."""
     directory = refuse_foreign_checkpoint_dir(directory)
     marker = directory / CHECKPOINT_MARKER
-    directory.mkdir(parents=True, exist_ok=True)
-    if not marker.exists():
-        atomic_write_text(marker, json.dumps({"format": "astro_sbgm checkpoints",
-                                              "version": __version__, "config": config},
-                                             indent=1))
+    _locking.acquire(directory, what="train into it")
+    try:
+        if not marker.exists():
+            atomic_write_text(marker, json.dumps({"format": "astro_sbgm checkpoints",
+                                                  "version": __version__, "config": config},
+                                                 indent=1))
+    except BaseException:
+        _locking.release(directory)
+        raise
     return directory
 
 
@@ -548,19 +756,27 @@ class Trainer:
             finished, a checkpoint of it written (with ``checkpoint_dir``),
             and the trainer stays usable at that step.  Under ``torchrun``
             the ranks agree on the step (a signal on any rank stops all).
+        FolderLockedError
+            If another process is writing into ``checkpoint_dir`` (it holds
+            the directory's lock; the message names its pid).  Nothing is
+            written.
         """
         start = time.perf_counter()
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None:   # rank 0 holds the directory's lock during the run
             checkpoint_dir = _dist.run_on_main(_check_checkpoint_dir, checkpoint_dir, config)
-        bar = tqdm(total=steps, initial=self.step, disable=not progress or self.rank != 0,
-                   desc="training", unit="step", dynamic_ncols=True)
-        stop = None
-        with _stop_on_signals() as got:
-            try:
-                stop = self._loop(steps, checkpoint_dir, checkpoint_every, config, time_limit,
-                                  start, bar, got)
-            finally:
-                bar.close()
+        try:
+            bar = tqdm(total=steps, initial=self.step, disable=not progress or self.rank != 0,
+                       desc="training", unit="step", dynamic_ncols=True)
+            stop = None
+            with _stop_on_signals() as got:
+                try:
+                    stop = self._loop(steps, checkpoint_dir, checkpoint_every, config,
+                                      time_limit, start, bar, got)
+                finally:
+                    bar.close()
+        finally:
+            if checkpoint_dir is not None:
+                _locking.release(checkpoint_dir)
         self.sync_ema()
         if stop is not None:
             signum, record = stop
@@ -616,17 +832,43 @@ class Trainer:
     def save_checkpoint(self, directory, config=None):
         """Write the full training state for the current step (atomically).
 
-        Call it on rank 0 only in a distributed run (`run` does).
+        The tensors go to ``checkpoint-STEP.safetensors``, then the record
+        (with the tensors file's size and SHA-256) to ``checkpoint-STEP.json``,
+        each through a temporary file flushed to disk and renamed.  A damaged
+        checkpoint of the same step (a run resumed from before it) is not
+        overwritten but renamed to ``checkpoint-STEP.*.damaged``.  Call it on
+        rank 0 only in a distributed run (`run` does).
+
+        Parameters
+        ----------
+        directory : str or path
+            The checkpoint directory (it must exist).
+        config : dict, optional
+            JSON-safe description of the model, stored in the record.
+
+        Returns
+        -------
+        `pathlib.Path`
+            The record.
+
+        Raises
+        ------
+        OSError
+            If a write fails (a full disk): the checkpoint is then absent, the
+            earlier ones are as they were and no temporary file remains.
         """
         directory = Path(directory)
         stem = directory / f"checkpoint-{self.step:09d}"
-        _atomic_save_tensors(self.state_tensors(), stem.with_suffix(".safetensors"))
+        tensors = stem.with_suffix(".safetensors")
+        _keep_damaged(stem)
+        digest = _atomic_save_tensors(self.state_tensors(), tensors)
         opt = self.optimizer.state_dict()
         record = {"format": "astro_sbgm checkpoint", "version": __version__,
                   "step": self.step, "data_pos": self._pos, "n_train": int(self.data.shape[0]),
                   "batch_size": self.batch_size, "world_size": self.world_size,
                   "param_groups": opt["param_groups"], "losses": self.losses,
-                  "config": config}
+                  "config": config,
+                  "tensors": {"file": tensors.name, **(digest or {})}}
         atomic_write_text(stem.with_suffix(".json"), json.dumps(record))
         return stem.with_suffix(".json")
 
@@ -634,12 +876,27 @@ class Trainer:
         """Restore the state written by `save_checkpoint`.
 
         Every rank reads the same files; the number of processes may differ
-        from the run that wrote them, the global batch size may not.
+        from the run that wrote them, the global batch size may not.  The
+        checkpoint is checked first (`verify_checkpoint`).
+
+        Parameters
+        ----------
+        record_path : str or path
+            The ``checkpoint-*.json`` record.
+
+        Returns
+        -------
+        dict
+            The record.
+
+        Raises
+        ------
+        ValueError
+            If the checkpoint is damaged (the message names the file), or was
+            made with other data or another global batch size.
         """
         record_path = Path(record_path)
-        record = json.loads(record_path.read_text())
-        if record.get("format") != "astro_sbgm checkpoint":
-            raise ValueError(f"{str(record_path)!r} is not an astro_sbgm checkpoint record")
+        record = verify_checkpoint(record_path)
         if record["n_train"] != self.data.shape[0]:
             raise ValueError(f"the checkpoint was trained on {record['n_train']} images but "
                              f"{self.data.shape[0]} are given; resume with the same data")
@@ -648,7 +905,11 @@ class Trainer:
                              f"{record['batch_size']} but batch_size={self.batch_size}; resume "
                              "with the same global batch (any number of processes that "
                              "divides it)")
-        tensors = load_file(str(record_path.with_suffix(".safetensors")))
+        try:
+            tensors = load_file(str(record_path.with_suffix(".safetensors")))
+        except Exception as err:  # SafetensorError: damaged after the check
+            raise ValueError(f"checkpoint file {str(record_path.with_suffix('.safetensors'))!r}"
+                             f" cannot be read ({err})") from None
         self.net.load_state_dict({k[6:]: v for k, v in tensors.items()
                                   if k.startswith("model.")})
         self.ema.net.load_state_dict({k[4:]: v for k, v in tensors.items()

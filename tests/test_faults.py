@@ -1,17 +1,26 @@
-"""Tests of fault handling: signals during training (preemption, Ctrl-C)."""
+"""Tests of fault handling: signals during training (preemption, Ctrl-C), damaged
+checkpoints and model folders, one writer per folder, failed writes, the CLI's
+error policy."""
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
+from pathlib import Path
 
 import pytest
+from astropy.utils.exceptions import AstropyUserWarning
 
 from astro_sbgm import GalaxyDiffusion
 from astro_sbgm.datasets import make_trivial_dataset
-from astro_sbgm.training import TrainingInterrupted, latest_checkpoint
+from astro_sbgm.training import (AstroSBGMCheckpointWarning, TrainingInterrupted,
+                                 latest_checkpoint, verify_checkpoint)
 
 TINY = dict(image_size=16, bands="grz", dim=8, dim_mults=(1, 2),
             attention_levels=(False, False), batch_size=4, timesteps=100, device="cpu")
@@ -82,3 +91,116 @@ def test_sigterm_to_the_cli_saves_and_resume_continues(tmp_path):
     done = subprocess.run(cmd2, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert GalaxyDiffusion.load(out / "model", device="cpu").n_steps_ == step + 2
+
+
+# --------------------------------------------------------------------------- damaged checkpoints
+def _fit_with_checkpoints(folder, steps=4, every=2, **kwargs):
+    model = GalaxyDiffusion(**TINY)
+    model.fit(make_trivial_dataset(8, size=16, seed=1), steps=steps, checkpoint_dir=folder,
+              checkpoint_every=every, progress=False, **kwargs)
+    return model
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in Path(folder).iterdir()}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A checkpoint folder with steps 2 and 4 (copied per test)."""
+    folder = tmp_path_factory.mktemp("ck") / "ck"
+    _fit_with_checkpoints(folder)
+    return folder
+
+
+@pytest.fixture
+def ckdir(checkpoints, tmp_path):
+    dest = tmp_path / "ck"
+    shutil.copytree(checkpoints, dest)
+    return dest
+
+
+def test_checkpoint_record_stores_size_and_sha256_of_its_tensors(ckdir):
+    record = json.loads((ckdir / "checkpoint-000000004.json").read_text())
+    tensors = ckdir / "checkpoint-000000004.safetensors"
+    assert record["tensors"] == {"file": tensors.name,
+                                 "sha256": hashlib.sha256(tensors.read_bytes()).hexdigest(),
+                                 "size": tensors.stat().st_size}
+    assert verify_checkpoint(ckdir / "checkpoint-000000004.json")["step"] == 4
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF          # inside the tensor data: the header still reads
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte], ids=["truncated", "bit-flip"])
+def test_resume_skips_a_damaged_checkpoint_with_a_warning_and_keeps_it(ckdir, damage):
+    newest = ckdir / "checkpoint-000000004.safetensors"
+    damage(newest)
+    before = _snapshot(ckdir)
+    with pytest.warns(AstroSBGMCheckpointWarning, match=re.escape(str(newest))) as record:
+        assert latest_checkpoint(ckdir).name == "checkpoint-000000002.json"
+    assert issubclass(record[0].category, AstropyUserWarning)
+    assert "damaged" in str(record[0].message)
+    assert _snapshot(ckdir) == before            # nothing deleted or repaired
+    with pytest.raises(ValueError, match=re.escape(str(newest))):
+        verify_checkpoint(ckdir / "checkpoint-000000004.json")
+
+
+def test_fit_resume_falls_back_to_the_newest_intact_checkpoint(ckdir):
+    _truncate(ckdir / "checkpoint-000000004.safetensors")
+    damaged = (ckdir / "checkpoint-000000004.safetensors").read_bytes()
+    with pytest.warns(AstroSBGMCheckpointWarning, match="checkpoint-000000004"):
+        model = _fit_with_checkpoints(ckdir, steps=6, every=2, resume=True)
+    assert model.n_steps_ == 6
+    # the run went on from step 2 and wrote steps 4 and 6 whole; the damaged files are kept
+    assert json.loads((ckdir / "checkpoint-000000006.json").read_text())["step"] == 6
+    assert verify_checkpoint(ckdir / "checkpoint-000000004.json")["step"] == 4
+    assert (ckdir / "checkpoint-000000004.safetensors.damaged").read_bytes() == damaged
+    assert (ckdir / "checkpoint-000000004.json.damaged").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert latest_checkpoint(ckdir).name == "checkpoint-000000006.json"
+
+
+def test_no_intact_checkpoint_is_one_error_naming_the_folder(ckdir):
+    for p in ckdir.glob("*.safetensors"):
+        _truncate(p)
+    before = _snapshot(ckdir)
+    with pytest.warns(AstroSBGMCheckpointWarning):
+        with pytest.raises(ValueError, match=r"no intact checkpoint in .*ck.*damaged"):
+            latest_checkpoint(ckdir)
+    with pytest.warns(AstroSBGMCheckpointWarning):
+        with pytest.raises(ValueError, match=re.escape(repr(str(ckdir)))):
+            _fit_with_checkpoints(ckdir, steps=6, resume=True)
+    assert _snapshot(ckdir) == before
+
+
+def test_damaged_record_is_skipped(ckdir):
+    (ckdir / "checkpoint-000000004.json").write_text('{"format": "astro_sbgm checkp')
+    with pytest.warns(AstroSBGMCheckpointWarning, match="checkpoint-000000004.json"):
+        assert latest_checkpoint(ckdir).name == "checkpoint-000000002.json"
+
+
+def test_old_records_without_a_hash_still_load(ckdir):
+    for rec in ckdir.glob("checkpoint-*.json"):
+        record = json.loads(rec.read_text())
+        del record["tensors"]            # as written by astro_sbgm before checksums
+        rec.write_text(json.dumps(record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert latest_checkpoint(ckdir).name == "checkpoint-000000004.json"
+    # a truncated file of an old record is still caught (its header does not cover it)
+    _truncate(ckdir / "checkpoint-000000004.safetensors")
+    with pytest.warns(AstroSBGMCheckpointWarning, match="not a readable safetensors"):
+        assert latest_checkpoint(ckdir).name == "checkpoint-000000002.json"
+    with pytest.warns(AstroSBGMCheckpointWarning):
+        model = _fit_with_checkpoints(ckdir, steps=3, every=100, resume=True)
+    assert model.n_steps_ == 3
