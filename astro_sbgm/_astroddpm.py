@@ -16,14 +16,15 @@ import copy
 import hashlib
 import os
 import warnings
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from astropy.utils.exceptions import AstropyUserWarning
 
 from .diffusion.schedule import DiffusionSchedule
+from .exceptions import AstroddpmWarning
 from .nn.unet import UNet
 from .preprocessing import FluxScaler
 
@@ -49,10 +50,6 @@ _RELEASED_BANDS = "grz"
 _RELEASED_PIXEL_SCALE = 0.262  # arcsec, the Legacy Surveys
 _EXPECTED = ("a torch.save file of a dict {'step': int, 'model': state_dict, "
              "'ema': state_dict} as released with Smith, Geach et al. (2022)")
-
-
-class AstroddpmWarning(AstropyUserWarning):
-    """Something about a released checkpoint that the user should know."""
 
 
 @dataclass
@@ -165,11 +162,36 @@ def _check_weights(weights):
                          f"the paper) or 'model' (raw training weights), got {weights!r}")
 
 
+def _check_archive(path):
+    """Refuse a truncated or corrupted ``torch.save`` zip archive (read-only).
+
+    ``torch.load`` checks neither that the archive is whole nor the CRC-32
+    of the stored tensors, so a damaged file could load with wrong weights;
+    the zip's own checksums are tested here first.  Files of the older,
+    non-zip ``torch.save`` format are left to ``torch.load``.
+    """
+    with open(path, "rb") as f:
+        if f.read(2) != b"PK":
+            return
+    fix = (f"download it again and compare its SHA-256 with the record of the Zenodo "
+           f"archive (DOI {ZENODO_DOI})")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise ValueError(f"{path!r} is truncated or damaged: its zip archive does not read "
+                         f"({err}); {fix}") from None
+    if bad is not None:
+        raise ValueError(f"{path!r} is damaged: the checksum stored for {bad!r} does not "
+                         f"match its data; {fix}")
+
+
 def _read_checkpoint(path):
     """``torch.load`` the file with ``weights_only=True``; return it (any type)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}; expected {_EXPECTED}")
+    _check_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling, zip and weights_only errors all land here
@@ -259,7 +281,8 @@ def load_astroddpm_checkpoint(path, weights="ema"):
     ------
     ValueError
         If ``weights`` is not "ema" or "model"; if the file cannot be read by
-        ``torch.load(weights_only=True)`` or is not a dict holding the requested state dict;
+        ``torch.load(weights_only=True)``, is truncated or fails the CRC-32 checksums of its
+        zip archive, or is not a dict holding the requested state dict;
         if a U-Net key is missing, mis-shaped or unexpected (the message names the first such
         key and the expected shape).
     FileNotFoundError

@@ -25,10 +25,10 @@ import astropy.units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData, StdDevUncertainty
 from astropy.table import QTable
-from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS
 
 from .bands import parse_bands
+from .exceptions import FluxCalibrationWarning
 from .io import read_images
 
 __all__ = ["FluxCalibration", "FluxCalibrationWarning", "PAPER_SLOPES"]
@@ -37,10 +37,6 @@ __all__ = ["FluxCalibration", "FluxCalibrationWarning", "PAPER_SLOPES"]
 PAPER_SLOPES = {"g": 1.18, "r": 1.16, "z": 1.23}
 
 _PAPER_REFERENCE = "Smith+2022 sec. 4"  # short: a FITS card
-
-
-class FluxCalibrationWarning(AstropyUserWarning):
-    """A flux calibration was fitted on questionable input or applied twice."""
 
 
 def _check_slopes(slopes):

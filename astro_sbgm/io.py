@@ -27,12 +27,12 @@ import numpy as np
 import astropy.units as u
 from astropy.io import fits
 from astropy.nddata import CCDData, NDData, StdDevUncertainty
-from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, WCSHDO_P17, WCSHDO_all
 from astropy.wcs.wcs import WCSHDO_SIP
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from .bands import parse_bands
+from .exceptions import AstroSBGMInputWarning
 
 __all__ = ["read_image", "read_images", "write_image", "to_model_grid",
            "select_bands", "pixel_scale_of", "make_tan_wcs", "as_nanomaggy",
@@ -46,10 +46,6 @@ _UNIT_ALIASES = {
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
 # write every WCS extension (and SIP) with 17 significant digits: exact round trip
 _WCS_WRITE_RELAX = WCSHDO_all | WCSHDO_P17 | WCSHDO_SIP
-
-
-class AstroSBGMInputWarning(AstropyUserWarning):
-    """An input was accepted, but something about it was assumed or changed."""
 
 
 # --------------------------------------------------------------------------- units

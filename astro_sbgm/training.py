@@ -43,7 +43,6 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from astropy.utils.exceptions import AstropyUserWarning
 from tqdm.auto import tqdm
 
 from . import distributed as _dist
@@ -51,6 +50,7 @@ from . import _locking
 from ._locking import FolderLockedError
 from ._version import __version__
 from .diffusion import draw_training_noise, training_loss
+from .exceptions import AstroSBGMTrainingWarning
 
 __all__ = ["EMA", "Trainer", "augment", "atomic_write_text", "CHECKPOINT_MARKER",
            "latest_checkpoint", "PRECISIONS", "AstroSBGMTrainingWarning", "autocast_forward",
@@ -121,10 +121,6 @@ def _stop_on_signals():
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
-
-
-class AstroSBGMTrainingWarning(AstropyUserWarning):
-    """A training option that cannot be honoured here (and what is done instead)."""
 
 
 #: Precisions of the network's forward pass (``"bf16"``: autocast on CUDA).

@@ -77,6 +77,7 @@ from photutils.geometry import circular_overlap_grid
 from scipy import sparse
 
 from ..bands import LEGACY_SURVEY_PIXEL_SCALE, parse_bands
+from ..exceptions import PhotometryWarning
 from . import _morphology
 
 __all__ = ["measure_galaxies", "ab_magnitude", "MeasurementFlag", "PhotometryWarning",
@@ -88,10 +89,6 @@ ZERO_POINT = 22.5
 _MORPHOLOGY = ("concentration", "asymmetry", "gini", "ellipticity")
 _MIN_BACKGROUND_FRACTION = 0.2
 _MIN_BACKGROUND_PIXELS = 10
-
-
-class PhotometryWarning(AstropyUserWarning):
-    """A measurement was made, but on an assumption the user should know of."""
 
 
 class MeasurementFlag(enum.IntFlag):
