@@ -17,6 +17,7 @@ and the device stay inside it::
 import inspect
 import json
 import os
+import uuid
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import torch
 import astropy.units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ._astroddpm import released_sampler_options
@@ -36,9 +38,9 @@ from .io import AstroSBGMInputWarning, make_tan_wcs, read_images, select_bands, 
 from .nn import UNet
 from .preprocessing import FluxScaler
 from . import distributed as _dist
-from .training import (AstroSBGMTrainingWarning, Trainer, TrainingInterrupted, atomic_write_text,
+from .training import (AstroSBGMTrainingWarning, Trainer, TrainingInterrupted,
                        autocast_forward, latest_checkpoint, refuse_foreign_checkpoint_dir,
-                       tf32 as _allow_tf32)
+                       tf32 as _allow_tf32, _fsync)
 
 __all__ = ["GalaxyDiffusion", "NotFittedError", "PRESETS"]
 
@@ -772,6 +774,17 @@ class GalaxyDiffusion:
         FileExistsError
             If a model is there and ``overwrite`` is False, or the directory
             holds other files.
+        OSError
+            If a write fails (a full disk): a model saved there before is
+            then left as it was, and no partial file remains.
+
+        Notes
+        -----
+        Both files are written under temporary names and flushed to disk
+        before either is renamed into place, so a failed write never mixes
+        the new model with the old one; the two files carry the same
+        ``save_id``, so a folder whose files come from different saves is
+        refused by `load`.
         """
         self._check_fitted()
         path = Path(path)
@@ -788,18 +801,17 @@ class GalaxyDiffusion:
         path.mkdir(parents=True, exist_ok=True)
         tensors = {f"model.{k}": v for k, v in self.net_.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema_net_.state_dict().items()})
-        tmp = path / f".model.safetensors.tmp{os.getpid()}"
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-                  metadata={"format": MODEL_FORMAT})
-        os.replace(tmp, path / "model.safetensors")
+        save_id = uuid.uuid4().hex   # pairs the two files: a mix of two saves is refused
         config = {"format": MODEL_FORMAT, "version": __version__,
                   "params": self._json_params(), "unet": self.net_.to_config(),
                   "scaler": self.scaler_.to_dict(),
                   "schedule": self.schedule_.to_dict(),
                   "n_steps": int(getattr(self, "n_steps_", 0)),
                   "n_train": int(getattr(self, "n_train_", 0)),
-                  "extra": getattr(self, "extra_", {})}
-        atomic_write_text(path / "config.json", json.dumps(config, indent=1))
+                  "extra": getattr(self, "extra_", {}),
+                  "save_id": save_id}
+        _write_model_files(path, tensors, {"format": MODEL_FORMAT, "save_id": save_id},
+                           json.dumps(config, indent=1))
         return path
 
     @classmethod
@@ -821,7 +833,13 @@ class GalaxyDiffusion:
         ------
         ValueError
             If ``path`` is not a model saved by this package (a PyTorch
-            pickle checkpoint is refused: it is never unpickled).
+            pickle checkpoint is refused: it is never unpickled); if
+            ``model.safetensors`` is truncated or damaged, or a tensor in it
+            is missing, unexpected or of another shape than the network that
+            ``config.json`` describes, or the two files come from different
+            saves.  The message names the file and the first disagreeing
+            tensor.  All of this is checked from the file's header, before
+            the weights are read.
         FileNotFoundError
             If it does not exist.
         """
@@ -854,8 +872,12 @@ class GalaxyDiffusion:
                 params[key] = tuple(params[key])
         model = cls(**params)
         model._validate()
+        _check_model_files(w_path, cfg_path, config)   # before any memory is allocated
         model.device_ = _resolve_device(device)
-        tensors = load_file(str(w_path))
+        try:
+            tensors = load_file(str(w_path))
+        except Exception as err:  # SafetensorError: changed since the check
+            raise ValueError(f"{str(w_path)!r} cannot be read ({err})") from None
         model.net_ = UNet.from_config(config["unet"])
         model.ema_net_ = UNet.from_config(config["unet"])
         # a bundled model ships only its weight average, in float16: it serves as both
@@ -871,3 +893,76 @@ class GalaxyDiffusion:
         model.n_train_ = int(config.get("n_train", 0))
         model.extra_ = config.get("extra", {})
         return model
+
+
+def _write_model_files(path, tensors, metadata, config_text):
+    """Write ``model.safetensors`` and ``config.json`` of `GalaxyDiffusion.save`.
+
+    Both go to temporary files, flushed to disk, before either is renamed
+    into place; a failed write removes the temporary files and leaves the
+    folder as it was.
+    """
+    w_tmp = path / f".model.safetensors.tmp{os.getpid()}"
+    c_tmp = path / f".config.json.tmp{os.getpid()}"
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(w_tmp),
+                  metadata=metadata)
+        _fsync(w_tmp)
+        c_tmp.write_text(config_text)
+        _fsync(c_tmp)
+        os.replace(w_tmp, path / "model.safetensors")
+        os.replace(c_tmp, path / "config.json")
+        _fsync(path)
+    finally:
+        for tmp in (w_tmp, c_tmp):
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _check_model_files(w_path, cfg_path, config):
+    """Check a model folder from the safetensors header alone (no tensor is read).
+
+    Raises ValueError, naming the file and the first disagreeing tensor, for a
+    truncated or unreadable file, a pair of files from different saves, and a
+    tensor missing, unexpected or of a shape other than the one the network
+    of ``config["unet"]`` has.  Models may hold ``ema.`` tensors only (the
+    bundled float16 models); ``model.`` tensors, when present, are checked too.
+    """
+    try:
+        with safe_open(str(w_path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            metadata = f.metadata() or {}
+    except Exception as err:  # SafetensorError (truncated, bad header), OSError
+        raise ValueError(f"{str(w_path)!r} is damaged or truncated: it is not a readable "
+                         f"safetensors file ({err}); save the model again or restore the "
+                         "file from a copy") from None
+    if (config.get("save_id") and metadata.get("save_id")
+            and config["save_id"] != metadata["save_id"]):
+        raise ValueError(f"{str(w_path)!r} and {str(cfg_path)!r} come from different saves "
+                         "(a save that was interrupted between the two?); save the model "
+                         "again")
+    try:
+        with torch.device("meta"):   # shapes only: no memory, no initialisation
+            expected = {k: tuple(v.shape)
+                        for k, v in UNet.from_config(config["unet"]).state_dict().items()}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{str(cfg_path)!r} does not describe a network this version "
+                         f"builds ({type(err).__name__}: {err})") from None
+    prefixes = ["ema."] + (["model."] if any(k.startswith("model.") for k in shapes) else [])
+    for prefix in prefixes:
+        for key, shape in expected.items():
+            name = prefix + key
+            if name not in shapes:
+                raise ValueError(f"{str(w_path)!r} lacks tensor {name!r} (shape {shape}) of "
+                                 f"the network in {str(cfg_path)!r}; the two files do not "
+                                 "belong together")
+            if shapes[name] != shape:
+                raise ValueError(f"tensor {name!r} in {str(w_path)!r} has shape "
+                                 f"{shapes[name]} but the network in {str(cfg_path)!r} has "
+                                 f"{shape}; the two files do not belong together")
+    extra = [k for k in shapes if not any(k.startswith(p) and k[len(p):] in expected
+                                          for p in prefixes)]
+    if extra:
+        raise ValueError(f"{str(w_path)!r} holds tensor {extra[0]!r} that the network in "
+                         f"{str(cfg_path)!r} does not have ({len(extra)} in all); the two "
+                         "files do not belong together")

@@ -204,3 +204,115 @@ def test_old_records_without_a_hash_still_load(ckdir):
     with pytest.warns(AstroSBGMCheckpointWarning):
         model = _fit_with_checkpoints(ckdir, steps=3, every=100, resume=True)
     assert model.n_steps_ == 3
+
+
+# --------------------------------------------------------------------------- damaged model folders
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model") / "model"
+    model = GalaxyDiffusion(**TINY)
+    model.fit(make_trivial_dataset(8, size=16, seed=1), steps=2, progress=False)
+    model.save(folder)
+    return folder
+
+
+@pytest.fixture
+def model_dir(saved_model, tmp_path):
+    dest = tmp_path / "model"
+    shutil.copytree(saved_model, dest)
+    return dest
+
+
+def _no_weights_read(monkeypatch):
+    """Make reading the tensors (not the header) fail the test."""
+    from astro_sbgm import estimator
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the weights were read before the header was checked")
+
+    monkeypatch.setattr(estimator, "load_file", forbidden)
+
+
+def test_truncated_model_file_is_one_clean_error(model_dir, monkeypatch):
+    _truncate(model_dir / "model.safetensors")
+    _no_weights_read(monkeypatch)
+    with pytest.raises(ValueError, match=r"model\.safetensors.* is damaged or truncated"):
+        GalaxyDiffusion.load(model_dir, device="cpu")
+    (model_dir / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="damaged or truncated"):
+        GalaxyDiffusion.load(model_dir, device="cpu")
+
+
+def test_model_config_that_disagrees_with_the_weights_names_the_tensor(model_dir, monkeypatch):
+    config = json.loads((model_dir / "config.json").read_text())
+    config["unet"]["dim"] = 16            # the weights are of dim 8
+    config["params"]["dim"] = 16
+    (model_dir / "config.json").write_text(json.dumps(config))
+    _no_weights_read(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        GalaxyDiffusion.load(model_dir, device="cpu")
+    msg = str(info.value)
+    assert "model.safetensors" in msg and "config.json" in msg
+    first = re.search(r"tensor '([^']+)'", msg).group(1)
+    assert first.startswith("ema.") and "has shape" in msg and "\n" not in msg
+
+
+def test_missing_and_extra_tensors_are_named(model_dir):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(model_dir / "model.safetensors"))
+    key = sorted(k for k in tensors if k.startswith("ema."))[3]
+    save_file({k: v for k, v in tensors.items() if k != key}, str(model_dir / "model.safetensors"))
+    with pytest.raises(ValueError, match=f"lacks tensor '{re.escape(key)}'"):
+        GalaxyDiffusion.load(model_dir, device="cpu")
+    save_file({**tensors, "ema.extra.weight": tensors[key]},
+              str(model_dir / "model.safetensors"))
+    with pytest.raises(ValueError, match="holds tensor 'ema.extra.weight'"):
+        GalaxyDiffusion.load(model_dir, device="cpu")
+
+
+def test_model_with_only_ema_float16_tensors_loads(model_dir):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(model_dir / "model.safetensors"))
+    save_file({k: v.half() for k, v in tensors.items() if k.startswith("ema.")},
+              str(model_dir / "model.safetensors"))
+    model = GalaxyDiffusion.load(model_dir, device="cpu")
+    assert len(model.sample(1, steps=2, seed=0, progress=False)) == 1
+
+
+def test_weights_and_config_of_different_saves_are_refused(model_dir, tmp_path):
+    other = GalaxyDiffusion.load(model_dir, device="cpu").save(tmp_path / "other")
+    shutil.copy(other / "model.safetensors", model_dir / "model.safetensors")
+    with pytest.raises(ValueError, match="come from different saves"):
+        GalaxyDiffusion.load(model_dir, device="cpu")
+
+
+@pytest.fixture
+def astroddpm_file():
+    fixture = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / \
+        "astroddpm_dim8_32px.pt"
+    if not fixture.is_file():
+        pytest.skip(f"{fixture} not found")
+    return fixture
+
+
+def test_truncated_astroddpm_file_is_a_clean_value_error(astroddpm_file, tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(astroddpm_file.read_bytes()[:200_000])
+    with pytest.raises(ValueError, match=r"model\.pt.*truncated"):
+        GalaxyDiffusion.from_astroddpm(path, device="cpu")
+    assert path.stat().st_size == 200_000
+
+
+def test_corrupted_astroddpm_file_is_caught_by_its_zip_checksums(astroddpm_file, tmp_path):
+    import zipfile
+
+    path = tmp_path / "model.pt"
+    data = bytearray(astroddpm_file.read_bytes())
+    with zipfile.ZipFile(astroddpm_file) as zf:
+        info = max(zf.infolist(), key=lambda i: i.file_size)   # a tensor's storage
+    data[info.header_offset + 30 + len(info.filename) + len(info.extra) + 100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model\.pt.*damaged.*checksum"):
+        GalaxyDiffusion.from_astroddpm(path, device="cpu")
