@@ -85,3 +85,28 @@ def held_out():
     from astro_sbgm.datasets import make_trivial_dataset
 
     return make_trivial_dataset(3, size=16, seed=99)
+
+
+# --------------------------------------------------------------------------- test header
+# pytest-astropy-header (in the "test" extra) prints the versions of the packages
+# that decide the results above the test run, as astropy and its affiliated packages do.
+try:
+    from pytest_astropy_header.display import PYTEST_HEADER_MODULES, TESTED_VERSIONS
+except ImportError:  # a plain pytest without the "test" extra: no header
+    PYTEST_HEADER_MODULES, TESTED_VERSIONS = None, None
+
+
+def pytest_configure(config):
+    if PYTEST_HEADER_MODULES is None:
+        return
+    config.option.astropy_header = True
+    for name in ("h5py", "Pandas"):
+        PYTEST_HEADER_MODULES.pop(name, None)
+    PYTEST_HEADER_MODULES.update({
+        "astropy": "astropy", "torch": "torch", "photutils": "photutils",
+        "reproject": "reproject", "specutils": "specutils", "GalSim": "galsim",
+        "safetensors": "safetensors",
+    })
+    from astro_sbgm import __version__
+
+    TESTED_VERSIONS["astro_sbgm"] = __version__
