@@ -399,6 +399,33 @@ class FluxScaler:
         lo, hi = self._f(lower, soft), self._f(self.upper_, soft)
         return self._finv((y + 1.0) / 2.0 * (hi - lo) + lo, soft).astype(np.float32)
 
+    def log_abs_det_jacobian(self, flux):
+        """Per-pixel ``log |d transform / d flux|`` inside the clip interval.
+
+        The density of an image in the network's space becomes a density in
+        nanomaggies by adding these terms over its pixels.  Clipped pixels
+        (below ``lower`` or above ``upper``) have no density in nanomaggies:
+        they come back as NaN.
+
+        Parameters
+        ----------
+        flux : array-like
+            Fluxes in nanomaggies (per-band parameters need ``(..., band, y,
+            x)``).
+
+        Returns
+        -------
+        `numpy.ndarray`
+            float64, same shape; NaN where the flux is clipped.
+        """
+        self._require_fit()
+        x = np.asarray(flux, dtype=np.float64)
+        lower, soft = self._band_param(self.lower_, x), self._band_param(self.softening_, x)
+        lo, hi = self._f(lower, soft), self._f(self.upper_, soft)
+        deriv = 1.0 / np.sqrt(x ** 2 + soft ** 2) if self.stretch == "asinh" else 1.0
+        out = np.log(2.0 * np.broadcast_to(deriv, x.shape) / (hi - lo))
+        return np.where((x >= lower) & (x <= self.upper_), out, np.nan)
+
     def to_dict(self):
         """The scaler's parameters (given and fitted) as a JSON-safe dict."""
         def js(v):
