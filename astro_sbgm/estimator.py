@@ -652,7 +652,7 @@ class GalaxyDiffusion:
 
     def sample(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
                batch_size=64, weights="ema", progress=True, start=0, precision="fp32",
-               shard=False, **options):
+               shard=False, positions=None, **options):
         """Draw new galaxies.
 
         Parameters
@@ -688,6 +688,14 @@ class GalaxyDiffusion:
             Under ``torchrun``, draw only this process's contiguous block of
             the ``n`` galaxies; the blocks of all processes, in rank order,
             are exactly the galaxies of a single-process call.
+        positions : `~astropy.coordinates.SkyCoord`, optional
+            Sky positions of the galaxies: a scalar (every galaxy there) or
+            one per galaxy (length ``n``; with ``shard=True`` still the
+            ``n`` positions of the whole draw).  Galaxy ``i``'s WCS
+            reference pixel, the cutout centre, is put at position ``i``
+            (north up, east left, the model's pixel scale; any frame,
+            stored as ICRS).  By default every galaxy sits at RA = Dec = 0,
+            a placeholder: its header says so with ``POSARBIT = T``.
         **options
             Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm).
 
@@ -695,8 +703,9 @@ class GalaxyDiffusion:
         -------
         list of `~astropy.nddata.CCDData`
             ``(band, y, x)`` in nanomaggies with a TAN WCS at the model's
-            pixel scale (a placeholder position, RA = Dec = 0), the bands in
-            ``meta`` and the sampler, steps, network evaluations, seed,
+            pixel scale centred on the cutout centre (at ``positions``, or
+            at the arbitrary RA = Dec = 0 with ``POSARBIT = T``), the bands
+            in ``meta`` and the sampler, steps, network evaluations, seed,
             index of the galaxy (``SAMPLEID``) and weights used.
 
         Raises
@@ -704,23 +713,48 @@ class GalaxyDiffusion:
         NotFittedError
             If the model was never fitted or loaded.
         ValueError
-            For an unknown sampler or grid, or a bad number of steps.
+            For an unknown sampler or grid, a bad number of steps, or
+            ``positions`` whose length is not ``n``.
+        TypeError
+            If ``positions`` is not a `~astropy.coordinates.SkyCoord`.
+
+        Notes
+        -----
+        The pixels do not depend on ``positions``: a galaxy drawn with a
+        position is the same galaxy as without, only its WCS differs.  To put
+        galaxies into a larger image, see `astro_sbgm.simulation.inject`.
         """
         if grid != "auto" and grid not in GRIDS:
             raise ValueError(f"unknown grid {grid!r}; known: ('auto',) + {GRIDS}")
+        if positions is not None:
+            from .simulation import _sample_positions
+
+            positions = _sample_positions(positions, n)
         x, info = self.sample_scaled(n, sampler, steps, grid, seed, batch_size, weights,
                                      progress, start=start, precision=precision, shard=shard,
                                      **options)
         if x.shape[0] == 0:
             return []
         fluxes = self.scaler_.inverse_transform(x.numpy())
-        return [self._to_ccd(f, info, info["start"] + i) for i, f in enumerate(fluxes)]
+        # with shard=True this process holds galaxies offset .. offset + len - 1 of the n
+        offset = info["start"] - int(start)
+        return [self._to_ccd(f, info, info["start"] + i,
+                             None if positions is None else positions[offset + i])
+                for i, f in enumerate(fluxes)]
 
-    def _to_ccd(self, flux, info, index):
-        wcs = make_tan_wcs(flux.shape[-2:], float(self.pixel_scale) * u.arcsec, 0.0, 0.0)
+    def _to_ccd(self, flux, info, index, position=None):
+        if position is None:
+            ra = dec = 0.0
+        else:
+            ra, dec = float(position.ra.deg), float(position.dec.deg)
+        # the reference pixel (CRPIX) is the cutout centre
+        wcs = make_tan_wcs(flux.shape[-2:], float(self.pixel_scale) * u.arcsec, ra, dec)
         # a Header, so that (value, comment) pairs below store the value with a comment
         ccd = CCDData(np.asarray(flux, np.float32), unit=u.nanomaggy, wcs=wcs,
                       meta=fits.Header())
+        ccd.meta["POSARBIT"] = ((position is None),
+                                "T: RA = Dec = 0 is a placeholder, not a real position"
+                                if position is None else "F: centre placed at a given position")
         ccd.meta["BANDS"] = ",".join(self.bands_)
         for i, b in enumerate(self.bands_):
             ccd.meta[f"BAND{i}"] = b
