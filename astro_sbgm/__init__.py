@@ -12,5 +12,7 @@ distances) and `astro_sbgm.visualization`.
 from ._version import __version__
 from .estimator import GalaxyDiffusion, NotFittedError, PRESETS
 from .inpainting import inpaint
+from .simulation import cutouts, inject, to_galsim
 
-__all__ = ["__version__", "GalaxyDiffusion", "NotFittedError", "PRESETS", "inpaint"]
+__all__ = ["__version__", "GalaxyDiffusion", "NotFittedError", "PRESETS", "inpaint", "inject",
+           "cutouts", "to_galsim"]

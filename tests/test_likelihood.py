@@ -130,3 +130,35 @@ def test_score_samples_on_a_model(tmp_path):
         model.score_samples(data[:1], method="flow")
     with pytest.raises(ValueError, match="return_map"):
         model.score_samples(data[:1], method="ode", return_map=True)
+
+
+def test_anomaly_scores_and_the_score_command(tmp_path):
+    from astro_sbgm.cli import main
+    from astro_sbgm.io import write_image
+
+    data = make_trivial_dataset(6, size=16, seed=1)
+    model = GalaxyDiffusion(image_size=16, dim=8, dim_mults=(1, 2),
+                            attention_levels=(False, False), timesteps=100, device="cpu")
+    model.fit(data, steps=2, progress=False)
+    table = model.anomaly_scores(data[:2], n_levels=3, progress=False)
+    np.testing.assert_allclose(table["anomaly_score"],
+                               table["bits_per_dim"] - table["complexity_bpd"])
+    # a noisier image is harder to compress: its complexity is higher
+    noisy = data[0].copy()
+    noisy.data = noisy.data + np.random.default_rng(0).normal(0, 0.5, noisy.shape)
+    t2 = model.anomaly_scores([data[0], noisy], n_levels=3, progress=False)
+    assert t2["complexity_bpd"][1] > t2["complexity_bpd"][0]
+    assert np.all(model.anomaly_scores(data[:2], reference="none", n_levels=3,
+                                       progress=False)["anomaly_score"] == table["bits_per_dim"])
+    model.save(tmp_path / "m")
+    for i, img in enumerate(data[:3]):
+        write_image(img, tmp_path / f"g{i}.fits")
+    out = tmp_path / "scores.ecsv"
+    assert main(["score", str(tmp_path / "g*.fits"), "--model", str(tmp_path / "m"),
+                 "--levels", "3", "-o", str(out), "--quiet"]) == 0
+    from astropy.table import QTable
+    t = QTable.read(out)
+    assert list(t["file"]) == ["g0.fits", "g1.fits", "g2.fits"]
+    assert {"log_likelihood", "bits_per_dim", "anomaly_score"} <= set(t.colnames)
+    assert main(["score", str(tmp_path / "g0.fits"), "--model", str(tmp_path / "m"),
+                 "-o", str(out)]) == 2            # refuses to overwrite
