@@ -134,6 +134,24 @@ def test_inject_subpixel_positions():
     np.testing.assert_allclose(new.data.sum(axis=(1, 2)), g.data.sum(axis=(1, 2)), rtol=0.01)
 
 
+def test_inject_grid_detection():
+    # north up at two places of a high-declination frame differ by a small rotation
+    # (the meridians converge): still the frame's grid, no resampling
+    img = CCDData(np.zeros((3, 256, 256), np.float32), unit="nanomaggy",
+                  wcs=make_tan_wcs((256, 256), SCALE, 224.0, 67.0), meta={"BANDS": "g,r,z"})
+    g = galaxy(size=64, sigma=4.0)
+    _, truth = inject(g, img, positions=at_pixel(img, 30.5, 230.5))
+    assert not truth["resampled"][0]
+    # a frame rotated by 30 degrees is another grid: reprojected, flux kept
+    wcs = img.wcs.deepcopy()
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    wcs.wcs.cd = wcs.wcs.cd @ np.array([[c, -s], [s, c]])
+    img.wcs = wcs
+    new, truth = inject(g, img, positions=at_pixel(img, 100.0, 120.0))
+    assert truth["resampled"][0]
+    np.testing.assert_allclose(new.data.sum(axis=(1, 2)), g.data.sum(axis=(1, 2)), rtol=0.01)
+
+
 def test_inject_default_positions_are_the_galaxies_own():
     img = frame()
     g = galaxy(ra=RA0, dec=DEC0)             # centre on the frame centre (59.5, 49.5)
