@@ -28,7 +28,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from astropy.utils.exceptions import AstropyUserWarning
+from .exceptions import AstroSBGMLockWarning
 
 try:
     import fcntl
@@ -60,10 +60,6 @@ class FolderLockedError(OSError):
 
     def __str__(self):
         return str(self.args[0])
-
-
-class AstroSBGMLockWarning(AstropyUserWarning):
-    """A folder could not be locked (the file system does not support it)."""
 
 
 _held = {}          # resolved folder -> [fd or None, count, created dirs]

@@ -27,7 +27,8 @@ AstroSBGMInputWarning: BUNIT missing, nanomaggy assumed
 from astropy.utils.exceptions import AstropyUserWarning
 
 __all__ = ["AstroSBGMWarning", "AstroSBGMInputWarning", "AstroSBGMTrainingWarning",
-           "PhotometryWarning", "FluxCalibrationWarning", "AstroddpmWarning"]
+           "PhotometryWarning", "FluxCalibrationWarning", "AstroddpmWarning",
+           "AstroSBGMLockWarning"]
 
 
 class AstroSBGMWarning(AstropyUserWarning):
@@ -52,3 +53,7 @@ class FluxCalibrationWarning(AstroSBGMWarning):
 
 class AstroddpmWarning(AstroSBGMWarning):
     """Something about a released checkpoint that the user should know."""
+
+
+class AstroSBGMLockWarning(AstroSBGMWarning):
+    """A folder could not be locked (the file system does not support it)."""
