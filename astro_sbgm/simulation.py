@@ -59,7 +59,7 @@ _NMGY_ZP = 22.5  # AB magnitude of 1 nanomaggy
 
 # --------------------------------------------------------------------------- helpers
 def _sample_positions(positions, n):
-    """``positions`` for `GalaxyDiffusion.sample`: an ICRS SkyCoord of length ``n``."""
+    """``positions`` for `~astro_sbgm.GalaxyDiffusion.sample`: ICRS SkyCoord, length ``n``."""
     if not isinstance(positions, SkyCoord):
         raise TypeError(f"positions must be an astropy SkyCoord (a scalar or one per galaxy), "
                         f"got {type(positions).__name__}; e.g. SkyCoord(ra, dec, unit='deg')")
@@ -181,10 +181,10 @@ def inject(galaxies, image, positions=None, *, bands=None, background=None, bord
     ----------
     galaxies : `~astropy.nddata.CCDData` or list of them
         The cutouts, in anything `astro_sbgm.io.read_images` accepts (for
-        example the output of `GalaxyDiffusion.sample`): ``(band, y, x)`` in
-        nanomaggies (or a convertible flux unit) with a celestial WCS that
-        gives their pixel scale and orientation.  Masked pixels are added as
-        they are stored.
+        example the output of `~astro_sbgm.GalaxyDiffusion.sample`):
+        ``(band, y, x)`` in nanomaggies (or a convertible flux unit) with a
+        celestial WCS that gives their pixel scale and orientation.  Masked
+        pixels are added as they are stored.
     image : `~astropy.nddata.CCDData` or `~astropy.nddata.NDData`
         The frame: ``(band, y, x)`` or 2-D, with a celestial WCS and a flux
         unit (nanomaggy, maggy, Jy, ...; galaxies are converted to it).  Its
@@ -193,8 +193,8 @@ def inject(galaxies, image, positions=None, *, bands=None, background=None, bord
     positions : `~astropy.coordinates.SkyCoord`, optional
         Where each galaxy's centre goes: a scalar or one per galaxy.
         Default: each galaxy's own position, the world position of its
-        cutout centre (for `GalaxyDiffusion.sample`, ``positions=`` given
-        there).
+        cutout centre (for `~astro_sbgm.GalaxyDiffusion.sample`,
+        ``positions=`` given there).
     bands : str or sequence of str, optional
         Bands to inject into (default: all of the image's).  Planes not
         listed are left unchanged.  For an image whose meta names no bands,
@@ -532,8 +532,8 @@ def to_galsim(galaxy, band=None, *, zero_point=None, background=None, border_wid
     ----------
     galaxy : `~astropy.nddata.CCDData`
         A cutout in anything `astro_sbgm.io.read_image` accepts (for example
-        one galaxy of `GalaxyDiffusion.sample`), with a celestial WCS; a
-        cutout without one is refused.
+        one galaxy of `~astro_sbgm.GalaxyDiffusion.sample`), with a celestial
+        WCS; a cutout without one is refused.
     band : str, optional
         The band to use; may be omitted for a one-band cutout.
     zero_point : float, optional
