@@ -99,13 +99,13 @@ def lock_holder(folder):
 def _refusal(folder, what):
     info = lock_holder(folder) or {}
     pid = info.get("pid")
-    who = (f"process {pid}" + (f" on {info['host']}" if info.get("host") not in (
-        None, "?", socket.gethostname()) else "")) if pid is not None else "another process"
+    host = info.get("host")
+    who = "another astro_sbgm run" + (f" (pid {pid}" + (f" on {host})" if host not in (
+        None, "?", socket.gethostname()) else ")") if pid is not None else "")
+    stop = f"stop it (kill {pid})" if pid is not None else "stop it"
     return FolderLockedError(
-        f"{str(folder)!r} is being written by another astro_sbgm run ({who} holds "
-        f"{LOCK_NAME} there); {what} only while that run is over: wait for it, stop it "
-        f"(kill {pid if pid is not None else 'PID'}), or write to another folder",
-        folder=Path(folder), pid=pid)
+        f"cannot {what} {str(folder)!r}: {who} is writing there; wait for it to end, "
+        f"{stop}, or choose another folder", folder=Path(folder), pid=pid)
 
 
 def _missing_parents(folder):
@@ -120,7 +120,7 @@ def _missing_parents(folder):
     return out
 
 
-def acquire(folder, what="write there"):
+def acquire(folder, what="write to"):
     """Take the writer's lock of ``folder`` (created if needed) for this process.
 
     Parameters
@@ -128,7 +128,7 @@ def acquire(folder, what="write there"):
     folder : str or path
         The folder to write into.
     what : str
-        The refused action, for the message ("write there", ...).
+        The refused action, for the message: "cannot {what} {folder}: ...".
 
     Returns
     -------
@@ -203,7 +203,7 @@ def _remove_empty(created):
             break
 
 
-def check_free(folder, what="write there"):
+def check_free(folder, what="write to"):
     """Raise `FolderLockedError` if another process holds the lock of ``folder``.
 
     A probe for an early, friendly refusal (the lock itself is taken by
@@ -253,7 +253,7 @@ def release(folder):
 
 
 @contextlib.contextmanager
-def folder_lock(folder, what="write there"):
+def folder_lock(folder, what="write to"):
     """Hold the writer's lock of ``folder`` within the block (see `acquire`).
 
     ``folder=None`` locks nothing.

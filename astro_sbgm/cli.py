@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ._cli_common import add_model_source, load_model
 
-__all__ = ["main", "build_parser", "QUICKSTART"]
+__all__ = ["main", "build_parser", "QUICKSTART", "in_cli_words", "KEYWORD_FLAGS"]
 
 #: The quickstart: ``n_samples`` galaxies from the bundled model; with
 #: ``--train``, the recipe of a small model that trains in about 8 minutes on a
@@ -351,7 +351,8 @@ def _cmd_train(args):
     if bool(args.inputs) == bool(args.mock):
         raise ValueError("give FITS inputs or --mock N (one of the two)")
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
+    if (out.exists() and any(not p.name.startswith(".") for p in out.iterdir())
+            and not (args.overwrite or args.resume)):
         raise FileExistsError(f"{str(out)!r} is not empty; pass --resume to continue or "
                               "--overwrite")
     est = _model_from_args(args)
@@ -518,36 +519,152 @@ def _cmd_sample(args):
               f"({args.sampler}, {table.meta.get('nfe')} network evaluations each)")
 
 
+#: Library keywords named in error messages, and the flags that set them on the
+#: command line: ``main`` rewrites every expected error message with these, so
+#: the library speaks Python and the command speaks flags.
+KEYWORD_FLAGS = (
+    (r"\boverwrite=True(?: \(--overwrite\))?", "--overwrite"),
+    (r"\bresume=True\b", "--resume"),
+    (r"\bresume=False\b", "without --resume"),
+    (r"\bcheckpoint_dir\b=?", "--checkpoint-dir"),
+    (r"\bcheckpoint_every\b=?", "--checkpoint-every"),
+    (r"\bbatch_size=(\d+)", r"--batch-size \1"),
+    (r"\bbatch_size\b=?", "--batch-size"),
+    (r"\blearning_rate=([^\s;,)]+)", r"--lr \1"),
+    (r"\blearning_rate\b=?", "--lr"),
+    (r"\bimage_size=(\d+)", r"--size \1"),
+    (r"\bimage_size\b=?", "--size"),
+    (r"\bbands=(['\"]?)(\w+)\1", r"--bands \2"),
+    (r"\bbands=", "--bands"),
+    (r"\bweights=(['\"]?)(ema|model)\1", r"--weights \2"),
+)
+
+#: Commands that write into their ``--output`` folder for a long time: they hold
+#: the folder's lock (`astro_sbgm._locking`) while they run.
+LOCKED_COMMANDS = {"train": "train into", "sample": "draw samples into"}
+
+_REPORT = ("this is a bug in astro_sbgm {version}; please report it with the traceback "
+           "above and the command you ran")
+
+
+def in_cli_words(message):
+    """An error message with library keywords replaced by command-line flags, on one line.
+
+    Parameters
+    ----------
+    message : str
+        The message of an exception raised by the library.
+
+    Returns
+    -------
+    str
+        The message with the keywords of `KEYWORD_FLAGS` (``overwrite=True``,
+        ``checkpoint_dir``, ...) written as flags (``--overwrite``,
+        ``--checkpoint-dir``, ...) and its lines joined.
+    """
+    import re
+
+    for pattern, flag in KEYWORD_FLAGS:
+        message = re.sub(pattern, flag, message)
+    return " ".join(message.split())
+
+
+def _expected_errors(command):
+    """Exceptions that are a user's situation, not a bug: one line, no traceback."""
+    from astropy.units import UnitsError
+
+    expected = (ValueError, OSError, UnitsError)
+    if command in ("sgd", "measure"):   # a catalogue without a column the metrics need
+        expected += (KeyError,)
+    return expected
+
+
+def _run(args):
+    """Dispatch to the sub-command; returns its exit code."""
+    if args.command == "quickstart":
+        run_quickstart(args.output, args.model, args.n_train, args.train_steps, args.n,
+                       args.seed, args.minutes, args.overwrite, progress=not args.quiet,
+                       train=args.train, pretrained=args.pretrained)
+    elif args.command == "train":
+        return _cmd_train(args)
+    elif args.command == "sample":
+        _cmd_sample(args)
+    elif args.command == "measure":
+        from .metrics._cli import measure_command
+        cat = measure_command(args.inputs, args.output, bands=args.bands,
+                              aperture_diameter=args.aperture, overwrite=args.overwrite)
+        print(f"measured {len(cat)} galaxies -> {args.output}")
+    elif args.command == "sgd":
+        from .metrics._cli import sgd_command
+        print(sgd_command(args.a, args.b, bootstrap=args.bootstrap, seed=args.seed))
+    else:
+        return args.func(args)
+    return 0
+
+
+def _output_lock(args):
+    """The writer's lock of the output folder of a long-writing command (rank 0 only)."""
+    import contextlib
+    import os
+
+    from . import _locking
+
+    what = LOCKED_COMMANDS.get(args.command)
+    # under torchrun every process runs main(); the run holds the lock once, on rank 0
+    if what is None or os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return _locking.folder_lock(args.output, what=what)
+
+
 def main(argv=None):
-    """Entry point of the ``astro-sbgm`` console script; returns an exit code."""
+    """Entry point of the ``astro-sbgm`` console script; returns an exit code.
+
+    One error policy for every sub-command: an expected failure (bad input, a
+    missing, damaged or locked file or folder, a refused overwrite) prints one
+    line, ``astro-sbgm COMMAND: error: ...``, in the words of the command line
+    (flags such as ``--overwrite``, see `in_cli_words`) and returns 2; Ctrl-C
+    or a stop signal returns 128 + the signal number (130 for Ctrl-C) after
+    one line; anything else is a bug: its traceback is printed with a request
+    to report it, and the exit code is 1.  ``train`` and ``sample`` hold the
+    lock of their output folder while they run, so a second writer into the
+    same folder is refused (readers are never blocked).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code.
+    """
+    import traceback
+
+    from ._version import __version__
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 1
+    prefix = f"astro-sbgm {args.command}"
     try:
-        if args.command == "quickstart":
-            run_quickstart(args.output, args.model, args.n_train, args.train_steps, args.n,
-                           args.seed, args.minutes, args.overwrite, progress=not args.quiet,
-                           train=args.train, pretrained=args.pretrained)
-        elif args.command == "train":
-            return _cmd_train(args)
-        elif args.command == "sample":
-            _cmd_sample(args)
-        elif args.command == "measure":
-            from .metrics._cli import measure_command
-            cat = measure_command(args.inputs, args.output, bands=args.bands,
-                                  aperture_diameter=args.aperture, overwrite=args.overwrite)
-            print(f"measured {len(cat)} galaxies -> {args.output}")
-        elif args.command == "sgd":
-            from .metrics._cli import sgd_command
-            print(sgd_command(args.a, args.b, bootstrap=args.bootstrap, seed=args.seed))
-        else:
-            return args.func(args)
-    except (ValueError, TypeError, OSError) as err:
-        print(f"astro-sbgm {args.command}: error: {err}", file=sys.stderr)
+        with _output_lock(args):
+            return _run(args)
+    except KeyboardInterrupt as stop:   # Ctrl-C, or a stop signal during training
+        text = in_cli_words(str(stop)) or "interrupted"
+        print(f"{prefix}: {text}; files already written are complete, none is half-written",
+              file=sys.stderr)
+        return getattr(stop, "exit_code", 130)
+    except _expected_errors(args.command) as err:
+        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"{prefix}: error: {in_cli_words(str(text))}", file=sys.stderr)
         return 2
-    return 0
+    except Exception:
+        traceback.print_exc()
+        print(f"{prefix}: {_REPORT.format(version=__version__)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

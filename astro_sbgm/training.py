@@ -502,7 +502,7 @@ def refuse_foreign_checkpoint_dir(directory):
                 f"checkpoint_dir {str(directory)!r} already holds files that are not "
                 f"astro_sbgm checkpoints ({', '.join(sorted(others)[:3])}...); give an empty "
                 "or new directory so nothing of yours is overwritten")
-        _locking.check_free(directory, what="train into it")
+        _locking.check_free(directory, what="write checkpoints to")
     return directory
 
 
@@ -510,7 +510,7 @@ def _check_checkpoint_dir(directory, config):
     """Refuse a foreign directory, take its writer's lock, mark it (rank 0)."""
     directory = refuse_foreign_checkpoint_dir(directory)
     marker = directory / CHECKPOINT_MARKER
-    _locking.acquire(directory, what="train into it")
+    _locking.acquire(directory, what="write checkpoints to")
     try:
         if not marker.exists():
             atomic_write_text(marker, json.dumps({"format": "astro_sbgm checkpoints",

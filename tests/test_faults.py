@@ -27,8 +27,8 @@ TINY = dict(image_size=16, bands="grz", dim=8, dim_mults=(1, 2),
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
-def test_signal_finishes_the_step_checkpoints_and_keeps_the_model_usable(tmp_path, monkeypatch,
-                                                                          signum):
+def test_signal_finishes_the_step_checkpoints_and_keeps_the_model_usable(
+        tmp_path, monkeypatch, signum):
     from astro_sbgm import training
 
     orig = training.Trainer.train_step
@@ -84,6 +84,8 @@ def test_sigterm_to_the_cli_saves_and_resume_continues(tmp_path):
     assert json.loads(record.read_text())["step"] == step
     saved = GalaxyDiffusion.load(out / "model", device="cpu")
     assert saved.n_steps_ == step
+    # the folders' locks were released with a clean exit (lock files removed)
+    assert not list(out.rglob(".astro_sbgm.lock"))
     # --resume continues from that step to the new total
     cmd2 = [c if c != "100000" else str(step + 2) for c in cmd[:cmd.index("--checkpoint-every")]]
     cmd2 += ["--checkpoint-every", "1000", "--device", "cpu", "-o", str(out), "--quiet",
@@ -265,7 +267,7 @@ def test_missing_and_extra_tensors_are_named(model_dir):
     save_file({k: v for k, v in tensors.items() if k != key}, str(model_dir / "model.safetensors"))
     with pytest.raises(ValueError, match=f"lacks tensor '{re.escape(key)}'"):
         GalaxyDiffusion.load(model_dir, device="cpu")
-    save_file({**tensors, "ema.extra.weight": tensors[key]},
+    save_file({**tensors, "ema.extra.weight": tensors[key].clone()},
               str(model_dir / "model.safetensors"))
     with pytest.raises(ValueError, match="holds tensor 'ema.extra.weight'"):
         GalaxyDiffusion.load(model_dir, device="cpu")
@@ -316,3 +318,212 @@ def test_corrupted_astroddpm_file_is_caught_by_its_zip_checksums(astroddpm_file,
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"model\.pt.*damaged.*checksum"):
         GalaxyDiffusion.from_astroddpm(path, device="cpu")
+
+
+# --------------------------------------------------------------------------- one writer per folder
+def _hold_like_another_process(folder, pid=4242):
+    """Lock ``folder`` through a separate open file (flock conflicts within a process too)."""
+    import fcntl
+
+    from astro_sbgm._locking import LOCK_NAME
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"pid={pid}\nhost=elsewhere\ncommand=astro-sbgm train\n".encode())
+    return fd
+
+
+def test_lock_refuses_a_second_writer_and_is_reentrant(tmp_path):
+    from astro_sbgm import _locking
+
+    folder = tmp_path / "new" / "out"
+    with _locking.folder_lock(folder, what="train into"):
+        lock = folder / _locking.LOCK_NAME
+        assert f"pid={os.getpid()}" in lock.read_text()
+        with _locking.folder_lock(folder):        # the same process: re-entrant
+            pass
+        assert lock.exists()
+        assert _locking.lock_holder(folder)["pid"] == os.getpid()
+    assert not (tmp_path / "new").exists()         # created by the lock, left empty: removed
+
+    fd = _hold_like_another_process(folder)
+    try:
+        with pytest.raises(_locking.FolderLockedError) as info:
+            _locking.acquire(folder, what="train into")
+        msg = str(info.value)
+        assert msg.startswith(f"cannot train into {str(folder)!r}") and "pid 4242" in msg
+        assert info.value.pid == 4242 and isinstance(info.value, OSError)
+        with pytest.raises(_locking.FolderLockedError):
+            _locking.check_free(folder)
+    finally:
+        os.close(fd)                                # the kernel drops the lock with the file
+    _locking.check_free(folder)
+    with _locking.folder_lock(folder):              # a stale note is simply overwritten
+        assert _locking.lock_holder(folder)["pid"] == os.getpid()
+
+
+def test_fit_refuses_a_checkpoint_folder_another_run_writes(tmp_path):
+    from astro_sbgm._locking import FolderLockedError
+
+    fd = _hold_like_another_process(tmp_path / "ck")
+    model = GalaxyDiffusion(**TINY)
+    try:
+        with pytest.raises(FolderLockedError, match=r"pid 4242.*another folder"):
+            model.fit(make_trivial_dataset(8, size=16, seed=1), steps=2, progress=False,
+                      checkpoint_dir=tmp_path / "ck")
+    finally:
+        os.close(fd)
+    assert not hasattr(model, "net_")              # refused before anything was built
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [".astro_sbgm.lock"]
+    model.fit(make_trivial_dataset(8, size=16, seed=1), steps=2, progress=False,
+              checkpoint_dir=tmp_path / "ck")
+    assert latest_checkpoint(tmp_path / "ck").name == "checkpoint-000000002.json"
+    assert not (tmp_path / "ck" / ".astro_sbgm.lock").exists()   # released after the run
+
+
+def _train_command(out, steps=100000):
+    return [sys.executable, "-m", "astro_sbgm.cli", "train", "--mock", "16", "--size", "16",
+            "--dim", "8", "--dim-mults", "1,2", "--batch-size", "4", "--train-steps",
+            str(steps), "--checkpoint-every", "100000", "--device", "cpu", "-o", str(out),
+            "--quiet"]
+
+
+def _wait_until_training(proc, out, timeout=120):
+    deadline = time.time() + timeout
+    while not (out / "checkpoints" / "astro_sbgm-checkpoints.json").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.2)
+
+
+def test_two_concurrent_cli_writers_into_one_folder(tmp_path, capsys):
+    from astro_sbgm import _locking
+    from astro_sbgm.cli import main
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(_train_command(out), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_until_training(first, out)
+        # a second `train` into the same folder, a real second process: refused in one line
+        second = subprocess.run(_train_command(out) + ["--resume"], capture_output=True,
+                                text=True, env=env, timeout=120)
+        assert second.returncode == 2, second.stderr
+        lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "Traceback" not in second.stderr
+        assert repr(str(out)) in lines[0] and f"pid {first.pid}" in lines[0]
+        # so is `sample` into it, before any model is loaded
+        assert main(["sample", "--model", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {first.pid}" in err and "draw samples into" in err
+        # and the Python path into its checkpoint folder
+        with pytest.raises(_locking.FolderLockedError, match=f"pid {first.pid}"):
+            GalaxyDiffusion(**TINY).fit(make_trivial_dataset(4, size=16), steps=1,
+                                        checkpoint_dir=out / "checkpoints", progress=False)
+        # readers are not blocked
+        assert _locking.lock_holder(out)["pid"] == first.pid
+        assert (out / "checkpoints" / "astro_sbgm-checkpoints.json").read_text()
+    finally:
+        first.kill()                 # SIGKILL: no clean-up runs (SIGTERM: see above)
+        first.communicate()
+    assert _locking.lock_holder(out)["pid"] == first.pid  # a stale note is left ...
+    _locking.check_free(out)                              # ... but the kernel dropped the lock
+    with _locking.folder_lock(out, what="train into"):
+        assert _locking.lock_holder(out)["pid"] == os.getpid()
+
+
+# --------------------------------------------------------------------------- the CLI's error policy
+def test_in_cli_words_turns_keywords_into_flags():
+    from astro_sbgm.cli import in_cli_words
+
+    assert in_cli_words("'x' exists; pass overwrite=True to replace it") == \
+        "'x' exists; pass --overwrite to replace it"
+    assert in_cli_words("'x' exists; pass overwrite=True (--overwrite) to replace it") == \
+        "'x' exists; pass --overwrite to replace it"
+    assert in_cli_words("with a new checkpoint_dir, or resume=False") == \
+        "with a new --checkpoint-dir, or without --resume"
+    assert in_cli_words("but batch_size=8; resume\\nwith") == "but --batch-size 8; resume\\nwith"
+    assert in_cli_words("pass bands=, e.g. bands='grz'") == "pass --bands, e.g. --bands grz"
+    assert in_cli_words("two\nlines") == "two lines"
+
+
+def _one_error_line(err, code, expected_code=2):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == expected_code
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_cli_refused_overwrite_speaks_flags(tmp_path, capsys):
+    from astro_sbgm.cli import main
+
+    out = tmp_path / "cat.ecsv"
+    out.write_text("keep me")
+    code = main(["measure", str(tmp_path / "*.fits"), "-o", str(out)])
+    line = _one_error_line(capsys.readouterr().err, code)
+    assert line.startswith("astro-sbgm measure: error:") and str(out) in line
+    assert "--overwrite" in line and "overwrite=True" not in line
+    assert out.read_text() == "keep me"
+
+
+def test_cli_sgd_missing_column_and_units_are_one_line(tmp_path, capsys):
+    from astropy.table import QTable
+    import astropy.units as u
+
+    from astro_sbgm.cli import main
+
+    a, b = tmp_path / "a.ecsv", tmp_path / "b.ecsv"
+    QTable({"x": [1.0, 2.0]}).write(a)
+    QTable({"x": [1.0, 2.0]}).write(b)
+    code = main(["sgd", str(a), str(b)])
+    line = _one_error_line(capsys.readouterr().err, code)
+    assert line.startswith("astro-sbgm sgd: error:") and "no column 'mag_g'" in line
+    assert not line.split("error: ")[1].startswith('"')     # the message, not a repr
+    # radii in pixels: a UnitsError
+    cols = {name: [20.0, 21.0, 22.0] * u.mag for name in ("mag_g", "mag_r", "mag_z")}
+    cols["r_half"] = [2.0, 3.0, 4.0] * u.pix
+    QTable(cols).write(a, overwrite=True)
+    QTable(cols).write(b, overwrite=True)
+    code = main(["sgd", str(a), str(b)])
+    line = _one_error_line(capsys.readouterr().err, code)
+    assert line.startswith("astro-sbgm sgd: error:") and "pix" in line
+
+
+def test_cli_damaged_model_is_one_line_naming_the_file(model_dir, tmp_path, capsys):
+    from astro_sbgm.cli import main
+
+    _truncate(model_dir / "model.safetensors")
+    code = main(["sample", "--model", str(model_dir), "-n", "1", "--steps", "2",
+                 "--device", "cpu", "-o", str(tmp_path / "s"), "--quiet"])
+    line = _one_error_line(capsys.readouterr().err, code)
+    assert str(model_dir / "model.safetensors") in line and "truncated" in line
+    assert not (tmp_path / "s").exists()           # nothing left behind, not even the folder
+
+
+def test_cli_bug_keeps_its_traceback_and_asks_for_a_report(tmp_path, capsys, monkeypatch):
+    from astro_sbgm import cli
+
+    def broken(args):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(cli, "_cmd_sample", broken)
+    code = cli.main(["sample", "--model", "m", "-o", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback (most recent call last)" in err and "TypeError: unsupported" in err
+    assert "this is a bug in astro_sbgm" in err.splitlines()[-1] and "report" in err
+
+
+def test_cli_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    from astro_sbgm import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_sample", interrupted)
+    code = cli.main(["sample", "--model", "m", "-o", str(tmp_path / "s")])
+    line = _one_error_line(capsys.readouterr().err, code, expected_code=130)
+    assert line.startswith("astro-sbgm sample: interrupted")
