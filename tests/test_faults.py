@@ -527,3 +527,93 @@ def test_cli_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
     code = cli.main(["sample", "--model", "m", "-o", str(tmp_path / "s")])
     line = _one_error_line(capsys.readouterr().err, code, expected_code=130)
     assert line.startswith("astro-sbgm sample: interrupted")
+
+
+# --------------------------------------------------------------------------- failed writes
+def _disk_full(write_part):
+    """A writer that writes part of its file, then fails as a full disk does."""
+    import errno
+
+    def writer(*args, **kwargs):
+        write_part(*args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return writer
+
+
+def _partial_safetensors(tensors, filename, metadata=None):
+    with open(filename, "wb") as f:
+        f.write(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+
+
+def _partial_text(self, data, *args, **kwargs):
+    with open(self, "w") as f:
+        f.write(data[:10])
+
+
+def _hidden_temporaries(folder):
+    return [p.name for p in Path(folder).rglob(".*tmp*")]
+
+
+@pytest.mark.parametrize("where", ["tensors", "record"])
+def test_failed_checkpoint_write_keeps_the_earlier_checkpoints(ckdir, monkeypatch, where):
+    from astro_sbgm import training
+
+    model = GalaxyDiffusion(**TINY)
+    before = _snapshot(ckdir)
+    if where == "tensors":
+        monkeypatch.setattr(training, "save_file", _disk_full(_partial_safetensors))
+    else:
+        monkeypatch.setattr(Path, "write_text", _disk_full(_partial_text))
+    with pytest.raises(OSError, match="No space left"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstroSBGMCheckpointWarning)
+            model.fit(make_trivial_dataset(8, size=16, seed=1), steps=6, checkpoint_dir=ckdir,
+                      checkpoint_every=2, progress=False, resume=True)
+    monkeypatch.undo()
+    after = _snapshot(ckdir)
+    assert {k: after[k] for k in before} == before       # every earlier file as it was
+    assert not (ckdir / "checkpoint-000000006.json").exists()
+    assert _hidden_temporaries(ckdir) == []
+    assert latest_checkpoint(ckdir).name == "checkpoint-000000004.json"
+
+
+@pytest.mark.parametrize("where", ["weights", "config"])
+def test_failed_model_save_keeps_the_saved_model(model_dir, monkeypatch, where):
+    from astro_sbgm import estimator
+
+    model = GalaxyDiffusion.load(model_dir, device="cpu")
+    model.n_steps_ = 99                                   # a different model to save
+    before = _snapshot(model_dir)
+    if where == "weights":
+        monkeypatch.setattr(estimator, "save_file", _disk_full(_partial_safetensors))
+    else:
+        monkeypatch.setattr(Path, "write_text", _disk_full(_partial_text))
+    with pytest.raises(OSError, match="No space left"):
+        model.save(model_dir, overwrite=True)
+    monkeypatch.undo()
+    assert _snapshot(model_dir) == before                 # both files, byte for byte
+    assert GalaxyDiffusion.load(model_dir, device="cpu").n_steps_ == 2
+
+
+def test_failed_image_write_keeps_the_old_file(tmp_path, monkeypatch):
+    from astropy.io import fits
+
+    from astro_sbgm.io import read_image, write_image
+
+    image = read_image(make_trivial_dataset(1, size=16, seed=1)[0])
+    path = write_image(image, tmp_path / "galaxy.fits")
+    before = path.read_bytes()
+
+    def partial_fits(self, name, *args, **kwargs):
+        with open(name, "wb") as f:
+            f.write(b"SIMPLE  =                    T")
+
+    monkeypatch.setattr(fits.HDUList, "writeto", _disk_full(partial_fits))
+    with pytest.raises(OSError, match="No space left"):
+        write_image(image, path, overwrite=True)
+    with pytest.raises(OSError, match="No space left"):
+        write_image(image, tmp_path / "new.fits")
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["galaxy.fits"]
