@@ -1,0 +1,61 @@
+"""Write a trained run into the package as a bundled model, with its model card.
+
+Usage (the bundled ``mock-legacy-grz-64`` was written with)::
+
+    python benchmarks/export_pretrained.py --run ../pretrained-run \\
+        --quality card-quality.json --name mock-legacy-grz-64
+
+``--run`` is the folder of ``benchmarks/train_pretrained.py`` (``model/`` and
+``run.json``), ``--quality`` the output of ``benchmarks/eval_pretrained.py``.
+The weight average is stored as float16 safetensors with the model's JSON
+config and ``card.json`` (`astro_sbgm.pretrained.info`).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from astro_sbgm import pretrained
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True)
+    p.add_argument("--quality", required=True)
+    p.add_argument("--name", default=pretrained.DEFAULT_MODEL)
+    a = p.parse_args(argv)
+    run = json.loads(Path(a.run, "run.json").read_text())
+    quality = json.loads(Path(a.quality).read_text())
+    card = {
+        "description": (f"64x64 grz galaxies of the package's mock Legacy Survey "
+                        f"({run['n_train']} training cutouts, {run['n_steps']} steps): "
+                        "a model of the mock survey, not of the real sky"),
+        "training": {
+            "data": "astro_sbgm.datasets.make_mock_legacy_survey(n, size=64, seed=13)",
+            "n_train": run["n_train"], "train_seed": run["train_seed"],
+            "held_out_seeds": quality.get("held_out_seeds"),
+            "configuration": run["params"], "n_steps": run["n_steps"],
+            "images_seen": run["images_seen"], "train_seconds": run["train_seconds"],
+            "hardware": run["hardware"], "calls": run["calls"],
+            "command": "python benchmarks/train_pretrained.py --out RUN --threads 1 "
+                       "--checkpoint-every 250 (resumed after SIGTERM, see calls)",
+        },
+        "quality": quality,
+        "quality_command": "python benchmarks/eval_pretrained.py --model RUN/model --run RUN "
+                           "--n 500",
+        "caveats": [
+            "A model of the mock survey (GalSim galaxies with DR9-like PSF and noise), not of "
+            "the real sky; fine-tune it on real cutouts (fit(..., warm_start=True)) or use the "
+            "paper's released models (GalaxyDiffusion.from_astroddpm) for real data.",
+            "Trained on 2 CPU cores for about two hours: far from converged (see the curve of "
+            "SGD against images seen).",
+            "Only the weight average (EMA) is shipped, in float16; it also serves as the raw "
+            "weights after loading.",
+        ],
+    }
+    out = pretrained.export(Path(a.run, "model"), a.name, card, overwrite=True)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
