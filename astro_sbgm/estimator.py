@@ -40,7 +40,7 @@ from .preprocessing import FluxScaler
 from . import distributed as _dist
 from .training import (AstroSBGMTrainingWarning, Trainer, TrainingInterrupted,
                        autocast_forward, latest_checkpoint, refuse_foreign_checkpoint_dir,
-                       tf32 as _allow_tf32, _fsync)
+                       tf32 as _allow_tf32, _fsync, _share_like_other_files)
 
 __all__ = ["GalaxyDiffusion", "NotFittedError", "PRESETS"]
 
@@ -1116,6 +1116,7 @@ def _write_model_files(path, tensors, metadata, config_text):
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(w_tmp),
                   metadata=metadata)
+        _share_like_other_files(w_tmp)
         _fsync(w_tmp)
         c_tmp.write_text(config_text)
         _fsync(c_tmp)

@@ -147,6 +147,28 @@ def _fsync(path):
         os.close(fd)
 
 
+def _default_file_mode():
+    """The mode a new file gets under this process's umask (0o644 under umask 022)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _share_like_other_files(path):
+    """Give a file safetensors wrote (always 0o600) the mode of the other files written."""
+    try:
+        os.chmod(path, _default_file_mode())
+    except OSError:
+        pass
+
+
 def _file_digest(path):
     """``(sha256 hex digest, size in bytes)`` of a file."""
     digest, size = hashlib.sha256(), 0
@@ -207,6 +229,7 @@ def _atomic_save_tensors(tensors, path, metadata=None):
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata=metadata)
+        _share_like_other_files(tmp)
         _fsync(tmp)
         sha256, size = _file_digest(tmp)
         os.replace(tmp, path)

@@ -617,3 +617,13 @@ def test_failed_image_write_keeps_the_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["galaxy.fits"]
+
+
+def test_written_tensor_files_follow_the_umask_like_the_json_beside_them(ckdir, model_dir):
+    import stat
+
+    for folder, tensors, record in ((ckdir, "checkpoint-000000004.safetensors",
+                                     "checkpoint-000000004.json"),
+                                    (model_dir, "model.safetensors", "config.json")):
+        mode = stat.S_IMODE((folder / tensors).stat().st_mode)
+        assert mode == stat.S_IMODE((folder / record).stat().st_mode), folder
