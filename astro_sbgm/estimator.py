@@ -454,11 +454,18 @@ class GalaxyDiffusion:
         ------
         ValueError
             For an empty training set, images that cannot be brought onto the
-            model grid, a checkpoint made with other hyper-parameters, or a
+            model grid, a checkpoint made with other hyper-parameters, a
+            ``checkpoint_dir`` whose checkpoints are all damaged (with
+            ``resume=True``; a damaged newest one is skipped with an
+            `~astro_sbgm.training.AstroSBGMCheckpointWarning`), or a
             ``batch_size`` that the number of ``torchrun`` processes does not
             divide.
         FileExistsError
             If ``checkpoint_dir`` holds files that are not checkpoints.
+        astro_sbgm.training.FolderLockedError
+            If another process is writing into ``checkpoint_dir`` (the run
+            holds an OS lock on the folder while it trains; the message names
+            the other process).  Nothing is changed, in memory or on disk.
         FloatingPointError
             If the loss becomes non-finite.
         astro_sbgm.training.TrainingInterrupted
