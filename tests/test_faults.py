@@ -10,11 +10,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
 from astro_sbgm import GalaxyDiffusion
@@ -627,3 +630,121 @@ def test_written_tensor_files_follow_the_umask_like_the_json_beside_them(ckdir, 
                                     (model_dir, "model.safetensors", "config.json")):
         mode = stat.S_IMODE((folder / tensors).stat().st_mode)
         assert mode == stat.S_IMODE((folder / record).stat().st_mode), folder
+
+
+# --------------------------------------------------------------------------- odd FITS files
+# property-based: hypothesis is a test-only package (not in every environment), so only
+# these tests need it
+try:
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis.extra import numpy as hnp
+except ImportError:  # pragma: no cover
+    st = None
+
+
+def _composite(fn):
+    return st.composite(fn) if st is not None else fn
+
+
+@_composite
+def _odd_fits(draw):
+    """A small FITS file's recipe: odd shapes, types, scalings, WCS cards, units, compression."""
+    kind = draw(st.sampled_from(["2d", "3d", "1d", "4d", "empty"]))
+    ny, nx, nb = draw(st.integers(1, 5)), draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    shape = {"2d": (ny, nx), "3d": (nb, ny, nx), "1d": (nx,), "4d": (1, nb, ny, nx),
+             "empty": None}[kind]
+    dtype = draw(st.sampled_from([">f4", ">f8", ">i2", ">i4", "u1", "uint16"]))
+    data = None
+    if shape is not None:
+        if dtype[1] == "f":   # big-endian floats with NaN, inf and float32-range extremes
+            elements = st.one_of(st.floats(-1e6, 1e6, width=32), st.just(np.nan),
+                                 st.just(np.inf), st.just(-np.inf), st.just(3e38))
+        else:
+            info = np.iinfo(np.dtype(dtype))
+            elements = st.integers(int(info.min), int(info.max))
+        data = draw(hnp.arrays(np.dtype(dtype), shape, elements=elements))
+    scale = None
+    if dtype in (">i2", ">i4", "u1"):   # BSCALE / BZERO integers (uint16 gets BZERO anyway)
+        scale = draw(st.one_of(st.none(), st.tuples(
+            st.sampled_from([0.5, 1.0, 2.0, 1e-3]), st.sampled_from([0.0, 10.0, -3.5]))))
+    return dict(data=data, scale=scale,
+                wcs=draw(st.sampled_from([None, "tan", "ctype-only", "NAN", "INF", "1E999"])),
+                bunit=draw(st.sampled_from([None, "nanomaggy", "foo"])),
+                band_cards=draw(st.booleans()),
+                compressed=draw(st.booleans()) and kind in ("2d", "3d") and dtype != ">f8")
+
+
+def _write_odd_fits(case, path):
+    data, header = case["data"], fits.Header()
+    if case["bunit"]:
+        header["BUNIT"] = case["bunit"]
+    if case["band_cards"] and data is not None and data.ndim == 3:
+        for i in range(data.shape[0]):
+            header[f"BAND{i}"] = "grz"[i]
+    if case["wcs"] == "ctype-only":
+        header["CTYPE1"] = "RA---TAN"
+    elif case["wcs"] is not None:
+        header.update({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 180.0,
+                       "CRVAL2": 0.0, "CRPIX1": 1.0, "CRPIX2": 1.0,
+                       "CDELT1": -0.262 / 3600, "CDELT2": 0.262 / 3600})
+    if case["compressed"]:   # a tile-compressed image in the first extension
+        hdul = fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, header=header)])
+    else:
+        hdul = fits.HDUList([fits.PrimaryHDU(data, header=header)])
+    if case["scale"] is not None:
+        hdul[-1].header["BSCALE"], hdul[-1].header["BZERO"] = case["scale"]
+    hdul.writeto(path)
+    if case["wcs"] in ("NAN", "INF", "1E999") and not case["compressed"]:
+        raw = bytearray(path.read_bytes())   # cards astropy refuses to write: patch the bytes
+        at = raw.find(b"CDELT1  =")
+        raw[at:at + 80] = f"CDELT1  = {case['wcs']:>20}".ljust(80).encode()
+        path.write_bytes(bytes(raw))
+
+
+def _property(max_examples):
+    """``@given(_odd_fits())`` with few examples, or a skip without hypothesis."""
+    if st is None:  # pragma: no cover
+        def skipped(fn):
+            def test():
+                pytest.skip("hypothesis is not installed")
+            test.__name__ = fn.__name__
+            return test
+        return skipped
+    return lambda fn: settings(max_examples=max_examples, deadline=None, database=None,
+                               suppress_health_check=list(HealthCheck))(
+        given(_odd_fits())(fn))
+
+
+@_property(max_examples=40)
+def test_read_image_of_odd_fits_is_right_or_a_clean_value_error(case):
+    from astro_sbgm.io import read_image
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "odd.fits"
+        _write_odd_fits(case, path)
+        before = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = case["data"]
+        nb = 1 if data is None or data.ndim < 3 else data.shape[-3]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = read_image(str(path), bands="grz"[:nb])
+        except ValueError as err:          # includes astropy's UnitsError conversions
+            out, message = None, str(err)
+        finally:   # the file is never modified, and nothing is written beside it
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+            assert os.listdir(folder) == ["odd.fits"]
+        if out is None:
+            assert message and "\n" not in message.strip()
+            return
+        assert data is not None and data.ndim in (2, 3, 4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path) as hdul:   # astropy's own reading (BSCALE/BZERO applied)
+                expected = np.array(hdul[-1].data, dtype=np.float64).reshape(out.shape)
+        good = np.isfinite(expected) & (np.abs(expected) < 3.4e38)
+        assert out.data.dtype == np.float32 and np.isfinite(out.data).all()
+        np.testing.assert_allclose(out.data[good], expected[good].astype(np.float32),
+                                   rtol=1e-6)
+        if not good.all():
+            assert out.mask is not None and out.mask[~good].all()
