@@ -48,16 +48,20 @@ def _kmeans_1d(values, n_iter=100):
     return c
 
 
-def _percentiles(image, percentile):
-    """The ``percentile`` of every plane of one ``(band, y, x)`` image (NaN ignored)."""
+def _planes(image):
+    """One image as float64 ``(band, y, x)`` (a copy), masked pixels as NaN."""
     if isinstance(image, NDData):
         data = np.array(image.data, dtype=np.float64)
         if image.mask is not None:
             data[np.broadcast_to(np.asarray(image.mask, bool), data.shape)] = np.nan
     else:
         data = np.array(image, dtype=np.float64)
-    if data.ndim == 2:
-        data = data[None]
+    return data[None] if data.ndim == 2 else data
+
+
+def _percentiles(image, percentile):
+    """The ``percentile`` of every plane of one ``(band, y, x)`` image (NaN ignored)."""
+    data = _planes(image)
     if data.ndim != 3:
         raise ValueError(f"each image must be (band, y, x), got shape {data.shape}")
     with warnings.catch_warnings():
@@ -87,16 +91,7 @@ def _as_param(value):
 def _stack_fluxes(images):
     """``(n, band, y, x)`` float64 with masked pixels as NaN, from an array or a list."""
     if isinstance(images, (list, tuple)):
-        planes = []
-        for im in images:
-            if isinstance(im, NDData):
-                data = np.array(im.data, dtype=np.float64)
-                if im.mask is not None:
-                    data[np.broadcast_to(np.asarray(im.mask, bool), data.shape)] = np.nan
-            else:
-                data = np.array(im, dtype=np.float64)
-            planes.append(data[None] if data.ndim == 2 else data)
-        return planes
+        return [_planes(im) for im in images]
     arr = np.asarray(images, dtype=np.float64)
     if arr.ndim != 4:
         raise ValueError(f"images must have shape (n, band, y, x), got {arr.shape}; give a "
