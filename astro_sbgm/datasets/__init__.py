@@ -7,5 +7,7 @@ fast tests.  Both return lists of `~astropy.nddata.CCDData` of shape
 """
 
 from ._mock import make_mock_legacy_survey, make_trivial_dataset
+from ._sed_mock import SURVEY_PRESETS, SurveyPreset, make_mock_survey
 
-__all__ = ["make_mock_legacy_survey", "make_trivial_dataset"]
+__all__ = ["make_mock_legacy_survey", "make_trivial_dataset", "make_mock_survey",
+           "SURVEY_PRESETS", "SurveyPreset"]
