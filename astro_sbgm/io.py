@@ -16,6 +16,31 @@ writes the same layout to FITS (a data cube in the primary HDU with ``BANDn``
 and ``BUNIT`` cards, ``MASK`` and ``UNCERT`` image extensions), so that a file
 written here reads back identically.  `to_model_grid` brings an image onto a
 model's pixel grid with `reproject` (flux-conserving).
+
+Flux units and zero points
+--------------------------
+A FITS image in counts (or with no ``BUNIT``) is put in nanomaggies with its
+photometric zero point: ``MAGZERO``, ``MAGZP`` or ``PHOTZP`` (an AB
+magnitude: ``m = ZP - 2.5 log10(value)``) or ``FLUXMAG0`` (the pixel value
+of a 0-mag source, ``ZP = 2.5 log10(FLUXMAG0)``), or ``zero_point=``; a
+nanomaggy is the flux of zero point 22.5, so ``f = value * 10**(-0.4 (ZP -
+22.5))``.  A flux unit and a zero point that disagree (``BUNIT='nanomaggy'``
+with ``MAGZERO=30``), or zero-point cards that disagree with each other,
+are refused, naming both.  A FITS image with neither ``BUNIT`` nor a zero
+point is taken to be in nanomaggies with an `AstroSBGMInputWarning`, unless
+``unit=`` says so or the header names the Legacy Surveys (a ``SURVEY`` card
+with "Legacy" in it, or legacypipe's ``LEGPIPEV`` card), whose images are
+documented in nanomaggies per pixel.
+
+Uncertainties and masks
+-----------------------
+An ``UNCERT`` extension is read by its ``UTYPE`` card:
+``StdDevUncertainty`` (the default when the card is missing),
+``VarianceUncertainty`` or ``InverseVariance`` (the names astropy's
+`~astropy.nddata.CCDData` writes); another ``UTYPE`` is refused.  Inverse
+variances of zero (no data) become an infinite standard deviation.
+`read_mask` reads a boolean mask or a bit mask (the Legacy Survey
+``maskbits`` files, bits selected by name or value).
 """
 
 import glob
@@ -34,15 +59,25 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from .bands import parse_bands
 from .exceptions import AstroSBGMInputWarning
 
-__all__ = ["read_image", "read_images", "write_image", "to_model_grid",
+__all__ = ["read_image", "read_images", "read_mask", "write_image", "to_model_grid",
            "select_bands", "pixel_scale_of", "make_tan_wcs", "as_nanomaggy",
-           "AstroSBGMInputWarning"]
+           "ZERO_POINT_CARDS", "AstroSBGMInputWarning"]
 
 _UNIT_ALIASES = {
     "nanomaggy": u.nanomaggy, "nanomaggies": u.nanomaggy, "nmgy": u.nanomaggy,
     "nanomaggy/pixel": u.nanomaggy, "nanomaggies/pixel": u.nanomaggy,
     "maggy": u.maggy, "maggies": u.maggy,
+    "counts": u.count, "electrons": u.electron, "e-": u.electron, "adu": u.adu, "dn": u.DN,
+    "adu/s": u.adu / u.s, "counts/s": u.count / u.s, "electrons/s": u.electron / u.s,
 }
+#: Header cards that hold a photometric zero point, and what each one means:
+#: ``"mag"`` an AB magnitude ``ZP`` with ``m = ZP - 2.5 log10(value)``,
+#: ``"flux"`` the pixel value of a 0-mag source (``ZP = 2.5 log10(FLUXMAG0)``).
+ZERO_POINT_CARDS = {"MAGZERO": "mag", "MAGZP": "mag", "PHOTZP": "mag", "FLUXMAG0": "flux"}
+#: AB zero point of the nanomaggy.
+_NANOMAGGY_ZP = 22.5
+#: Zero points closer than this (mag) agree.
+_ZP_TOLERANCE = 5e-3
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
 # write every WCS extension (and SIP) with 17 significant digits: exact round trip
 _WCS_WRITE_RELAX = WCSHDO_all | WCSHDO_P17 | WCSHDO_SIP
@@ -97,9 +132,111 @@ def as_nanomaggy(data, unit):
     except u.UnitConversionError:
         raise u.UnitConversionError(
             f"pixel values in {unit} cannot be converted to nanomaggy; give fluxes per "
-            "pixel (nanomaggy, maggy, Jy, ...): calibrate the image first, or pass unit= "
-            "with its real flux unit") from None
+            "pixel (nanomaggy, maggy, Jy, ...): calibrate the image first, pass unit= "
+            "with its real flux unit, or give its photometric zero point (zero_point=, "
+            "or a MAGZERO, MAGZP, PHOTZP or FLUXMAG0 header card)") from None
     return np.asarray(data, dtype=np.float32) * np.float32(factor)
+
+
+def _header_get(header, key):
+    """``header[key]`` for a FITS Header or a meta dict (any key case), else None."""
+    if header is None:
+        return None
+    if isinstance(header, fits.Header):
+        return header.get(key)
+    for k, v in header.items():
+        if isinstance(k, str) and k.upper() == key:
+            return v
+    return None
+
+
+def _zero_point(header, zero_point):
+    """The AB zero point of the pixel values and where it comes from, or (None, None).
+
+    Reads the `ZERO_POINT_CARDS` of ``header`` and ``zero_point=``; refuses,
+    naming them, cards that cannot be read or that disagree with each other or
+    with ``zero_point=``.
+    """
+    found = []
+    for card, kind in ZERO_POINT_CARDS.items():
+        value = _header_get(header, card)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"the header card {card}={value!r} is not a number; fix or "
+                             "remove it (or give zero_point=)") from None
+        if kind == "flux":
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"the header card {card}={value!r} must be a positive flux "
+                                 "(the pixel value of a 0-mag source); fix or remove it")
+            zp = 2.5 * np.log10(value)
+        else:
+            if not np.isfinite(value):
+                raise ValueError(f"the header card {card}={value!r} is not a finite "
+                                 "magnitude; fix or remove it")
+            zp = value
+        found.append((zp, f"{card}={value:g}"))
+    if zero_point is not None:
+        try:
+            given = float(u.Quantity(zero_point, u.mag).value)
+        except (TypeError, ValueError, u.UnitsError):
+            raise ValueError(f"zero_point must be an AB magnitude (a number), got "
+                             f"{zero_point!r}") from None
+        if not np.isfinite(given):
+            raise ValueError(f"zero_point must be finite, got {zero_point!r}")
+        for zp, src in found:
+            if abs(zp - given) > _ZP_TOLERANCE:
+                raise ValueError(f"zero_point={given:g} disagrees with the header's {src} "
+                                 f"({zp:.3f} mag); drop zero_point= or fix the header")
+        return given, f"zero_point={given:g}"
+    if not found:
+        return None, None
+    for zp, src in found[1:]:
+        if abs(zp - found[0][0]) > _ZP_TOLERANCE:
+            raise ValueError(f"the header's zero points disagree: {found[0][1]} "
+                             f"({found[0][0]:.3f} mag) but {src} ({zp:.3f} mag); remove the "
+                             "wrong card or give zero_point=")
+    return found[0]
+
+
+def _is_instrumental(unit):
+    """Counts-like units (ADU, counts, electrons, photons, DN; per second or not), or none."""
+    if unit is None or unit == u.dimensionless_unscaled:
+        return True
+    counting = {u.count, u.adu, u.electron, u.photon, u.DN}
+    bases = set(unit.bases)
+    return bool(bases & counting) and bases <= counting | {u.s, u.pix}
+
+
+def _zero_point_factor(zp, zp_source, unit, unit_source):
+    """Multiplier that puts values of zero point ``zp`` (in ``unit``) in nanomaggies."""
+    if _is_instrumental(unit):
+        return 10.0 ** (-0.4 * (zp - _NANOMAGGY_ZP))
+    scale = unit * u.pix if u.pix in unit.bases else unit
+    try:
+        k = (1 * scale).to_value(u.nanomaggy, u.zero_point_flux(3631 * u.Jy))
+    except u.UnitConversionError:
+        raise u.UnitConversionError(
+            f"pixel values in {unit} ({unit_source}) cannot be converted to nanomaggy with "
+            f"the zero point {zp_source}: a zero point calibrates counts (ADU, electrons) "
+            "or a flux unit; fix the unit") from None
+    implied = _NANOMAGGY_ZP - 2.5 * np.log10(k)
+    if abs(implied - zp) > _ZP_TOLERANCE:
+        raise ValueError(
+            f"{unit_source} and {zp_source} conflict: a pixel value of 1 {unit} is "
+            f"{implied:.3f} AB mag, which is a zero point of {implied:.3f}, not {zp:.3f}; "
+            "remove the wrong one (a flux unit needs no zero point, counts need one)")
+    return k
+
+
+def _documented_nanomaggy(header):
+    """Whether a header names the Legacy Surveys, documented in nanomaggies per pixel."""
+    survey = _header_get(header, "SURVEY")
+    if isinstance(survey, str) and "legacy" in survey.lower():
+        return True
+    return _header_get(header, "LEGPIPEV") is not None
 
 
 # --------------------------------------------------------------------------- WCS helpers
@@ -261,20 +398,47 @@ def _from_hdulist(hdul, hdu):
         mask = np.asarray(hdul["MASK"].data) != 0
     if "UNCERT" in hdul and hdul["UNCERT"] is not main:
         uhdr = hdul["UNCERT"].header
-        uarr = np.asarray(hdul["UNCERT"].data, dtype=np.float32)
-        utype = str(uhdr.get("UTYPE", "StdDevUncertainty"))
-        if utype.lower().startswith("inverse") or utype.lower() == "ivar":
-            with np.errstate(divide="ignore"):
-                uarr = np.where(uarr > 0, 1.0 / np.sqrt(uarr), np.inf).astype(np.float32)
-        uncert = uarr
+        uncert = _as_std(np.asarray(hdul["UNCERT"].data, dtype=np.float32),
+                         uhdr.get("UTYPE", "StdDevUncertainty"))
     return main.data, main.header, mask, uncert
+
+
+#: ``UTYPE`` values (lower case) of an UNCERT extension -> what the values are.
+_UTYPES = {"stddevuncertainty": "std", "stddev": "std", "std": "std", "sigma": "std",
+           "variance": "var", "varianceuncertainty": "var", "var": "var",
+           "inversevariance": "ivar", "inversevarianceuncertainty": "ivar",
+           "ivar": "ivar", "invvar": "ivar"}
+
+
+def _as_std(values, utype):
+    """Standard deviations from an UNCERT extension of type ``utype``.
+
+    Negative variances are refused; inverse variances of zero (no data)
+    become an infinite standard deviation.
+    """
+    key = str(utype).strip().lower()
+    kind = _UTYPES.get(key, _UTYPES.get(key.split(".")[-1]))   # astropy.nddata.X too
+    if kind is None:
+        raise ValueError(f"the UNCERT extension has UTYPE={utype!r}, which is not one of "
+                         "'StdDevUncertainty', 'VarianceUncertainty' or 'InverseVariance'; "
+                         "fix its UTYPE card")
+    if kind == "std":
+        return values
+    if np.any(values < 0):
+        name = "variance" if kind == "var" else "inverse variance"
+        raise ValueError(f"the UNCERT extension (UTYPE={utype!r}) holds negative {name} "
+                         "values; fix the file")
+    with np.errstate(divide="ignore"):
+        if kind == "var":
+            return np.sqrt(values).astype(np.float32)
+        return np.where(values > 0, 1.0 / np.sqrt(values), np.inf).astype(np.float32)
 
 
 _SKIP_PREFIXES = ("NAXIS", "CTYPE", "CRPIX", "CRVAL", "CDELT", "CROTA", "CD1_", "CD2_",
                   "CD3_", "PC1_", "PC2_", "PC3_", "CUNIT", "WCSAXES", "BITPIX", "SIMPLE",
                   "EXTEND", "BUNIT", "LONPOLE", "LATPOLE", "RADESYS", "EQUINOX", "MJDREF",
                   "DATEREF", "PCOUNT", "GCOUNT", "XTENSION", "EXTNAME", "BSCALE", "BZERO",
-                  "CHECKSUM", "DATASUM")
+                  "CHECKSUM", "DATASUM") + tuple(ZERO_POINT_CARDS)
 
 
 def _copy_meta(header):
@@ -321,7 +485,8 @@ def _plane_band(plane):
     return meta.get("BAND") or meta.get("FILTER")
 
 
-def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask"):
+def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask",
+               zero_point=None):
     """Turn one image, in any supported form, into the canonical `CCDData`.
 
     Parameters
@@ -333,7 +498,9 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
           with ``BAND0``, ``BAND1``, ... cards, loads with nothing else);
         * a `~astropy.io.fits.PrimaryHDU` / `~astropy.io.fits.ImageHDU` or an
           `~astropy.io.fits.HDUList` (``MASK`` and ``UNCERT`` extensions are
-          read when present);
+          read when present, the ``UNCERT`` values by their ``UTYPE``:
+          ``StdDevUncertainty``, ``VarianceUncertainty`` or
+          ``InverseVariance``);
         * a `~astropy.nddata.CCDData` or `~astropy.nddata.NDData`, 2-D (one
           band) or 3-D ``(band, y, x)``;
         * a dict ``{band: 2-D image}`` (any 2-D form above), or a list of
@@ -347,7 +514,10 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
         to take from it, in this order.
     unit : str or `~astropy.units.UnitBase`, optional
         Unit of the pixel values when the input does not carry one.  The
-        default for unit-less inputs is nanomaggy (the Legacy Survey unit).
+        default for unit-less inputs is nanomaggy (the Legacy Survey unit);
+        a FITS image without ``BUNIT`` (nor zero point) taken so warns,
+        unless its header names the Legacy Surveys.  Counts (``'adu'``,
+        ``'electron/s'``, ...) need a zero point.
     wcs : `~astropy.wcs.WCS`, optional
         WCS to attach when the input has none.
     hdu : int or str, optional
@@ -356,6 +526,12 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
     nonfinite : {'mask', 'raise'}
         What to do with NaN or infinite pixels: add them to the mask (and
         set them to zero) or refuse the image.
+    zero_point : float, optional
+        AB zero point of the pixel values, ``m = zero_point - 2.5
+        log10(value)``, for images in counts whose header does not carry
+        one (``MAGZERO``, ``MAGZP``, ``PHOTZP`` or ``FLUXMAG0``, read
+        otherwise).  The values are multiplied by ``10**(-0.4 (zero_point -
+        22.5))``.
 
     Returns
     -------
@@ -369,12 +545,21 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
         For an input of a type not listed above.
     ValueError
         For empty input, a wrong number of bands, unknown band names, band
-        names that disagree with ``bands=``, or non-finite pixels with
-        ``nonfinite='raise'``.
+        names that disagree with ``bands=``, non-finite pixels with
+        ``nonfinite='raise'``, zero points that disagree with each other or
+        with the unit (named in the message), or an ``UNCERT`` extension of
+        unknown ``UTYPE``.
     astropy.units.UnitConversionError
-        If the unit cannot be converted to nanomaggy.
+        If the unit cannot be converted to nanomaggy (counts without a zero
+        point, or a unit that is not a flux).
     FileNotFoundError
         For a path that does not exist.
+
+    Warns
+    -----
+    AstroSBGMInputWarning
+        For a FITS image with no ``BUNIT`` and no zero point, taken to be in
+        nanomaggies (give ``unit=`` to say so and silence it).
     """
     if nonfinite not in ("mask", "raise"):
         raise ValueError(f"nonfinite must be 'mask' or 'raise', got {nonfinite!r}")
@@ -383,6 +568,7 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
     in_unit = unc_unit = None
     in_wcs = None
     data = None
+    from_fits = True    # a FITS header (whose missing BUNIT deserves a warning)
 
     if _looks_like_path(image):
         data, header, mask, uncert = _read_path(image, hdu)
@@ -391,6 +577,7 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
     elif isinstance(image, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
         data, header = image.data, image.header
     elif isinstance(image, NDData):
+        from_fits = False
         data = image.data
         in_unit = image.unit
         in_wcs = image.wcs
@@ -413,8 +600,9 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
                 raise ValueError(f"bands={want} asks for band(s) {missing} but the dict holds "
                                  f"{names}; add them or drop them from bands=")
             by_name = dict(zip(names, image.values()))
-            return _stack_planes([by_name[b] for b in want], want, unit, wcs, nonfinite)
-        return _stack_planes(list(image.values()), names, unit, wcs, nonfinite)
+            return _stack_planes([by_name[b] for b in want], want, unit, wcs, nonfinite,
+                                 zero_point)
+        return _stack_planes(list(image.values()), names, unit, wcs, nonfinite, zero_point)
     elif isinstance(image, (list, tuple)) and len(image) == 2 and isinstance(
             image[1], (WCS, fits.Header)):
         data = np.asarray(image[0])
@@ -422,6 +610,7 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
             header = image[1]
         else:
             in_wcs = image[1]
+            from_fits = False
     elif _is_plane_list(image):
         if bands is not None:
             names = parse_bands(bands)
@@ -430,11 +619,12 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
                                  "per-band image(s) were given; give one name per image")
         else:
             names = [_plane_band(p) for p in image]
-        return _stack_planes(list(image), names, unit, wcs, nonfinite)
+        return _stack_planes(list(image), names, unit, wcs, nonfinite, zero_point)
     elif isinstance(image, (list, tuple)) and len(image) == 0:
         raise ValueError("no image was given (the input is an empty sequence)")
     elif isinstance(image, np.ndarray):
         data = image
+        from_fits = False
     else:
         raise TypeError(
             f"cannot read an image from a {type(image).__name__}; give a FITS path, an HDU, "
@@ -483,22 +673,37 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
                          f"(no BAND0..BAND{nb - 1} or BANDS keywords); pass bands=, "
                          f"e.g. bands={'grz'[:nb] if nb <= 3 else 'grizy'[:nb]!r}")
 
-    # unit
+    # unit and zero point
+    unit_source = None if in_unit is None else f"the input's unit {in_unit}"
     if in_unit is None and header is not None and "BUNIT" in header and str(
             header["BUNIT"]).strip():
         in_unit = _parse_unit(header["BUNIT"])
+        unit_source = f"BUNIT={str(header['BUNIT']).strip()!r}"
     if unit is not None:
         unit = _parse_unit(unit)
         if in_unit is not None and in_unit != unit:
             raise ValueError(f"unit={unit} disagrees with the input's unit {in_unit}; drop "
                              "unit= (the input's unit is used) or fix the input's unit")
         in_unit = unit
-    if in_unit is None:
-        in_unit = u.nanomaggy
-    conv = as_nanomaggy(data, in_unit)
-    if uncert is not None:
-        uncert = as_nanomaggy(np.broadcast_to(uncert, data.shape),
-                              in_unit if unc_unit is None else unc_unit)
+        unit_source = unit_source or f"unit={str(unit)!r}"
+    zp, zp_source = _zero_point(header, zero_point)
+    if zp is not None:
+        factor = np.float32(_zero_point_factor(zp, zp_source, in_unit, unit_source))
+        conv = np.asarray(data, dtype=np.float32) * factor
+        if uncert is not None:
+            uncert = np.asarray(np.broadcast_to(uncert, data.shape), np.float32) * factor
+    else:
+        if in_unit is None:
+            if from_fits and not _documented_nanomaggy(header):
+                warnings.warn("the FITS header has no BUNIT card and no zero point (MAGZERO, "
+                              "MAGZP, PHOTZP, FLUXMAG0): the pixel values are taken to be "
+                              "nanomaggies per pixel; pass unit= (or zero_point=) to say "
+                              "what they are", AstroSBGMInputWarning)
+            in_unit = u.nanomaggy
+        conv = as_nanomaggy(data, in_unit)
+        if uncert is not None:
+            uncert = as_nanomaggy(np.broadcast_to(uncert, data.shape),
+                                  in_unit if unc_unit is None else unc_unit)
 
     # WCS
     if in_wcs is None and header is not None and not isinstance(header, dict):
@@ -532,16 +737,18 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
                   meta=_copy_meta(header))
     _set_band_cards(out.meta, names)
     out.meta["BUNIT"] = "nanomaggy"
+    if zp is not None:
+        out.meta["ZPIN"] = (float(zp), "AB zero point of the input, now in nanomaggy")
     return out
 
 
-def _stack_planes(planes, names, unit, wcs, nonfinite):
+def _stack_planes(planes, names, unit, wcs, nonfinite, zero_point=None):
     if any(n is None for n in names):
         raise ValueError("per-band images need band names: give a dict {band: image}, set "
                          "meta['BAND'] on each, or pass bands=")
     names = parse_bands([str(n) for n in names])
-    read = [read_image(p, bands=[b], unit=unit, wcs=wcs, nonfinite=nonfinite)
-            for p, b in zip(planes, names)]
+    read = [read_image(p, bands=[b], unit=unit, wcs=wcs, nonfinite=nonfinite,
+                       zero_point=zero_point) for p, b in zip(planes, names)]
     shapes = {r.shape for r in read}
     if len(shapes) != 1:
         raise ValueError(f"per-band images have different shapes {sorted(shapes)}; "
@@ -588,7 +795,7 @@ def _separate_planes(images, bands):
     return len(images) > 1 and None not in names and len(set(map(str, names))) == len(names)
 
 
-def read_images(images, bands=None, unit=None, nonfinite="mask"):
+def read_images(images, bands=None, unit=None, nonfinite="mask", zero_point=None):
     """Read many images into a list of canonical `CCDData`.
 
     Parameters
@@ -600,7 +807,7 @@ def read_images(images, bands=None, unit=None, nonfinite="mask"):
         ``bands=`` given.  A list of 2-D `CCDData` is one multi-band image
         when its band names (``bands=`` or each ``meta['BAND']``) are one per
         element and all different, otherwise a list of single-band images.
-    bands, unit, nonfinite
+    bands, unit, nonfinite, zero_point
         As for `read_image`, applied to every image.
 
     Returns
@@ -614,7 +821,8 @@ def read_images(images, bands=None, unit=None, nonfinite="mask"):
         matches nothing), plus everything `read_image` raises.
     """
     def one(item):
-        return read_image(item, bands=bands, unit=unit, nonfinite=nonfinite)
+        return read_image(item, bands=bands, unit=unit, nonfinite=nonfinite,
+                          zero_point=zero_point)
 
     if isinstance(images, np.ndarray) and images.ndim == 4:
         out = [one(a) for a in images]
@@ -635,6 +843,177 @@ def read_images(images, bands=None, unit=None, nonfinite="mask"):
         raise ValueError("no images were given (the input is empty); give a FITS path, a "
                          "directory, a glob pattern, or a list of images")
     return out
+
+
+# --------------------------------------------------------------------------- masks
+def _mask_values(mask, hdu):
+    """The pixel values of a mask in any accepted form, as an array."""
+    if _looks_like_path(mask):
+        path = Path(mask)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such mask file: {str(path)!r}; check the path")
+        try:
+            hdul = fits.open(path, memmap=False)
+        except OSError as err:
+            raise OSError(f"cannot read {str(path)!r} as a FITS file ({err})") from None
+        with hdul:
+            return np.array(_mask_hdu(hdul, hdu).data)
+    if isinstance(mask, fits.HDUList):
+        return np.asarray(_mask_hdu(mask, hdu).data)
+    if isinstance(mask, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        return np.asarray(mask.data)
+    if isinstance(mask, NDData):
+        return np.asarray(mask.data)
+    if isinstance(mask, (np.ndarray, list, tuple)):
+        return np.asarray(mask)
+    raise TypeError(f"cannot read a mask from a {type(mask).__name__}; give a FITS path, an "
+                    "HDU, an HDUList, an NDData or an array")
+
+
+def _mask_hdu(hdul, hdu):
+    if hdu is None:
+        found = next((h for h in hdul if getattr(h, "is_image", True) and h.data is not None),
+                     None)
+        if found is None:
+            raise ValueError("the mask file holds no image data; give a file with an image HDU")
+        return found
+    try:
+        found = hdul[hdu]
+    except (KeyError, IndexError):
+        raise ValueError(f"hdu={hdu!r} is not in the mask file, which holds HDUs "
+                         f"{[h.name for h in hdul]}; give an index or one of these names") from None
+    if found.data is None:
+        raise ValueError(f"hdu={hdu!r} of the mask file holds no data")
+    return found
+
+
+def _bit_value(bit, definitions, label):
+    if isinstance(bit, (bool, np.bool_)):
+        raise TypeError(f"a mask bit must be a name or an integer value, got {bit!r}")
+    if isinstance(bit, (int, np.integer)):
+        if bit <= 0:
+            raise ValueError(f"a mask bit value must be a positive integer (2**bit, e.g. "
+                             f"0x2), got {bit}")
+        return None, int(bit)
+    if isinstance(bit, str):
+        key = bit.strip().upper()
+        if key not in definitions:
+            raise ValueError(f"unknown mask bit {bit!r}; the {label} bits are "
+                             f"{', '.join(definitions)} (or give integer values)")
+        return key, int(definitions[key])
+    raise TypeError(f"a mask bit must be a name or an integer value, got {bit!r}")
+
+
+def _band_of_bit(name):
+    """The band a per-band bit (``SATUR_G``, ``ALLMASK_Z``) refers to, or None."""
+    if name is None or "_" not in name:
+        return None
+    suffix = name.rsplit("_", 1)[1].lower()
+    return suffix if len(suffix) == 1 and suffix in "ugrizy" else None
+
+
+def read_mask(mask, bits=None, hdu=None, bands=None, definitions=None):
+    """Read a mask, or select bits of a bit-mask image, as a boolean array.
+
+    Parameters
+    ----------
+    mask : str, path, HDU, HDUList, NDData or array
+        A mask image (non-zero = bad) or a bit-mask image such as a Legacy
+        Survey ``legacysurvey-<brick>-maskbits.fits.fz`` file.  For a file
+        or an HDUList the first HDU with data is read (the optical
+        ``MASKBITS`` plane, HDU 1, of a maskbits file) unless ``hdu`` says
+        otherwise (HDU 2 and 3 hold the WISE masks).
+    bits : sequence of str or int, str or int, optional
+        The bits that make a pixel bad: names from ``definitions`` (case
+        insensitive, e.g. ``["BRIGHT", "SATUR_G", "ALLMASK_R"]``) or integer
+        values (``0x2``, values may combine several bits).  Default: every
+        non-zero pixel is bad.
+    hdu : int or str, optional
+        The HDU of a file or HDUList to read.
+    bands : str or sequence of str, optional
+        Return one plane per band, shape ``(band, y, x)``: a per-band bit
+        (a name ending in ``_<band>``, like ``SATUR_G``) masks only its own
+        band's plane; every other bit masks all planes.  Default: one 2-D
+        mask for all bands.
+    definitions : dict, optional
+        ``{name: value}`` of the bit names; default
+        `astro_sbgm.surveys.LEGACY_SURVEY_MASKBITS` (Legacy Survey DR10,
+        which holds the DR9 bits).
+
+    Returns
+    -------
+    `numpy.ndarray` of bool
+        `True` where a pixel is bad; 2-D, or ``(band, y, x)`` with ``bands``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown bit name (named, with the known ones), a bit value
+        that is not a positive integer, ``bits=`` on an image that is not
+        integer, or an HDU that is not in the file.
+    TypeError
+        For an input of a type not listed above.
+    FileNotFoundError
+        For a path that does not exist.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astro_sbgm.io import read_mask
+    >>> maskbits = np.array([[0, 0x2], [0x4, 0x2 | 0x20]])   # BRIGHT, SATUR_G, ALLMASK_G
+    >>> read_mask(maskbits, bits=["BRIGHT"]).astype(int)
+    array([[0, 1],
+           [0, 1]])
+    >>> read_mask(maskbits, bits=["SATUR_G"], bands="gr").astype(int)
+    array([[[0, 0],
+            [1, 0]],
+    <BLANKLINE>
+           [[0, 0],
+            [0, 0]]])
+    """
+    values = _mask_values(mask, hdu)
+    if values.ndim not in (2, 3) or values.size == 0:
+        raise ValueError(f"a mask must be a 2-D (or (band, y, x)) image, got shape "
+                         f"{values.shape}")
+    names = None if bands is None else parse_bands(bands)
+    if bits is None:
+        out = values != 0
+        if names is not None and out.ndim == 2:
+            out = np.broadcast_to(out, (len(names),) + out.shape).copy()
+        return out
+    if definitions is None:
+        from .surveys import LEGACY_SURVEY_MASKBITS as definitions
+        label = "Legacy Survey MASKBITS"
+    else:
+        definitions = {str(k).upper(): int(v) for k, v in dict(definitions).items()}
+        label = "given"
+    if not (np.issubdtype(values.dtype, np.integer) or values.dtype == bool):
+        raise ValueError(f"bits= selects bits of an integer bit-mask image, but the mask is "
+                         f"{values.dtype}; drop bits= to use it as a plain mask")
+    if isinstance(bits, (str, int, np.integer)):
+        bits = [bits]
+    chosen = [_bit_value(b, definitions, label) for b in bits]
+    if not chosen:
+        raise ValueError("bits= is empty; give at least one bit (or bits=None for every "
+                         "non-zero pixel)")
+    values = values.astype(np.int64)
+    if names is None:
+        combined = 0
+        for _, value in chosen:
+            combined |= value
+        return (values & combined) != 0
+    if values.ndim == 3 and values.shape[0] != len(names):
+        raise ValueError(f"bands={names} names {len(names)} band(s) but the mask has "
+                         f"{values.shape[0]} plane(s)")
+    planes = []
+    for i, band in enumerate(names):
+        combined = 0
+        for name, value in chosen:
+            if _band_of_bit(name) in (None, band):
+                combined |= value
+        plane = values[i] if values.ndim == 3 else values
+        planes.append((plane & combined) != 0)
+    return np.stack(planes)
 
 
 # --------------------------------------------------------------------------- writing

@@ -58,6 +58,22 @@ Half-light radius
     total flux is the flux inside ``r_max``; ``r_half`` is the radius where
     the curve first reaches half of it, linearly interpolated between grid
     radii, converted to arcsec with the pixel scale.
+Measurement errors
+    When every image carries an uncertainty (``CCDData.uncertainty``, e.g.
+    from a Legacy Survey inverse-variance map or an ``UNCERT`` extension),
+    ``flux_err_<b>`` is the error of the aperture sum as
+    `photutils.aperture.aperture_photometry` computes it with ``error=``:
+    ``sqrt(sum_i w_i sigma_i**2)`` over the exact-overlap weights ``w_i`` of
+    the aperture.  With ``errors="sky"`` the pixel sigma is the frame's
+    clipped standard deviation instead (the quadrature sum of the sky sigma
+    over the aperture, ``sigma_sky sqrt(sum_i w_i)``), for images without an
+    uncertainty.  The error of the background level itself (the frame
+    median, about ``1.25 sigma_sky / sqrt(N_frame)`` per pixel, times the
+    aperture area) and the galaxy's own shot noise (absent from the Legacy
+    Survey inverse variances) are not included.  ``mag_err_<b>`` is
+    ``2.5 / ln(10) flux_err / flux`` and the colour errors
+    ``<b1>_<b2>_err`` the quadrature sum of the two magnitude errors (the
+    bands' noise taken independent).
 """
 
 import enum
@@ -431,8 +447,13 @@ def _centroids(detection, aperture_radius, method):
 
 # --------------------------------------------------------------------------- one chunk
 def _measure_chunk(x, bands, hlr_index, det_index, centre, aperture_radius, background,
-                   background_width, growth_step, morphology, centroid_method):
-    """Measure one chunk (n, band, y, x) float64 with NaN for bad pixels."""
+                   background_width, growth_step, morphology, centroid_method,
+                   errors=None, var=None):
+    """Measure one chunk (n, band, y, x) float64 with NaN for bad pixels.
+
+    ``errors`` is None, ``"uncertainty"`` (``var`` (n, band, y, x) the pixel
+    variances) or ``"sky"`` (the frame's clipped standard deviation).
+    """
     n, nb, ny, nx = x.shape
     out = {}
     finite = np.isfinite(x)
@@ -445,6 +466,8 @@ def _measure_chunk(x, bands, hlr_index, det_index, centre, aperture_radius, back
     else:
         bkg = np.broadcast_to(background, (n, nb)).astype(float)
         bkg_std = np.full((n, nb), np.nan)
+        if errors == "sky":
+            bkg_std = _frame_background(x, background_width)[1]
     xs = x - bkg[..., None, None]
     out["background"] = bkg
 
@@ -459,6 +482,7 @@ def _measure_chunk(x, bands, hlr_index, det_index, centre, aperture_radius, back
     out["centre"] = centres
 
     flux = np.empty((n, nb))
+    flux_var = np.full((n, nb), np.nan)
     r_half = np.full(n, np.nan)
     hlr_failed = np.zeros(n, bool)
     morph = {k: np.full(n, np.nan) for k in _MORPHOLOGY}
@@ -474,6 +498,12 @@ def _measure_chunk(x, bands, hlr_index, det_index, centre, aperture_radius, back
         flux[rows] = np.tensordot(filled, geom.aperture, axes=([2, 3], [0, 1]))
         bad_in_ap = np.tensordot(~good, geom.aperture_support, axes=([2, 3], [0, 1])) > 0
         flux[rows] = np.where(bad_in_ap | ~np.isfinite(bkg[rows]), np.nan, flux[rows])
+        if errors == "uncertainty":
+            # photutils' aperture_sum_err: sqrt(sum(error**2 * weights))
+            v = np.where(good, var[rows], 0.0)
+            flux_var[rows] = np.tensordot(v, geom.aperture, axes=([2, 3], [0, 1]))
+        elif errors == "sky":
+            flux_var[rows] = bkg_std[rows] ** 2 * geom.aperture.sum()
 
         hb = filled[:, hlr_index].reshape(rows.size, -1)
         bad_hb = (~good[:, hlr_index].reshape(rows.size, -1) & geom.growth_support).any(axis=1)
@@ -495,6 +525,8 @@ def _measure_chunk(x, bands, hlr_index, det_index, centre, aperture_radius, back
             morph["gini"][rows] = _morphology.gini(img, geom, rad2)
             morph["ellipticity"][rows] = _morphology.ellipticity(img, geom, rad4)
     out["flux"] = flux
+    if errors is not None:
+        out["flux_var"] = np.where(np.isfinite(flux), flux_var, np.nan)
     out["r_half_pix"] = r_half
     if morphology:
         out.update(morph)
@@ -510,12 +542,17 @@ def _measure_chunk(x, bands, hlr_index, det_index, centre, aperture_radius, back
 
 # --------------------------------------------------------------------------- input
 class _Group:
-    """Same-shape images: row indices in the catalogue and a chunk reader."""
+    """Same-shape images: row indices in the catalogue and chunk readers.
 
-    def __init__(self, rows, shape, read):
+    ``read_var`` reads the pixel variances (nanomaggy**2) of a chunk, for
+    images that carry an uncertainty.
+    """
+
+    def __init__(self, rows, shape, read, read_var=None):
         self.rows = rows
         self.shape = shape
         self.read = read
+        self.read_var = read_var
 
 
 def _pixel_scale_of(image, default):
@@ -549,8 +586,12 @@ def _canonical_list(images, bands):
     return list(images)
 
 
-def _parse_input(images, bands, pixel_scale):
-    """Return (band names, per-image pixel scales in arcsec, list of _Group)."""
+def _parse_input(images, bands, pixel_scale, errors="auto"):
+    """Return (band names, pixel scales in arcsec, list of _Group, error source).
+
+    The error source is None, ``"uncertainty"`` (every image carries one and
+    the groups read variances) or ``"sky"``.
+    """
     default_scale = u.Quantity(LEGACY_SURVEY_PIXEL_SCALE if pixel_scale is None
                                else pixel_scale, u.arcsec).to_value(u.arcsec)
     if not np.isscalar(default_scale) and np.ndim(default_scale) != 0:
@@ -571,9 +612,15 @@ def _parse_input(images, bands, pixel_scale):
                              f"{arr.shape}) but bands={names!r} names {len(names)}")
         if arr.shape[0] == 0:
             raise ValueError("the array holds no images (its first axis has length 0)")
+        if errors == "uncertainty":
+            raise ValueError("errors='uncertainty' needs images that carry an uncertainty "
+                             "(CCDData with .uncertainty, FITS files with an UNCERT "
+                             "extension); a bare array carries none: use errors='sky' for "
+                             "errors from the sky noise, or give CCDData")
         group = _Group(np.arange(arr.shape[0]), arr.shape[2:],
                        lambda idx: np.asarray(arr[idx], dtype=float))
-        return names, np.full(arr.shape[0], default_scale), [group]
+        source = "sky" if errors == "sky" else None
+        return names, np.full(arr.shape[0], default_scale), [group], source
 
     ccds = _canonical_list(images, bands)
     if ccds is None:
@@ -599,6 +646,16 @@ def _parse_input(images, bands, pixel_scale):
                       "so half-light radii are limited by different cutout sizes",
                       PhotometryWarning)
 
+    missing = [i for i, c in enumerate(ccds) if getattr(c, "uncertainty", None) is None]
+    if errors == "uncertainty" and missing:
+        raise ValueError(f"errors='uncertainty' needs an uncertainty on every image, but "
+                         f"{len(missing)} of {len(ccds)} have none (image {missing[0]} is the "
+                         "first); use errors='sky' for errors from the sky noise, or "
+                         "errors=None")
+    source = errors
+    if errors == "auto":
+        source = "uncertainty" if not missing else None
+
     def reader(members):
         def read(idx):
             stack = []
@@ -611,9 +668,25 @@ def _parse_input(images, bands, pixel_scale):
             return np.stack(stack)
         return read
 
-    groups = [_Group(np.asarray(members), shape, reader(members))
+    def var_reader(members):
+        def read(idx):
+            return np.stack([_variance(ccds[members[k]]) for k in np.atleast_1d(idx)])
+        return read
+
+    groups = [_Group(np.asarray(members), shape, reader(members),
+                     var_reader(members) if source == "uncertainty" else None)
               for shape, members in by_shape.items()]
-    return names, scales, groups
+    return names, scales, groups, source
+
+
+def _variance(ccd):
+    """Pixel variances (nanomaggy**2) of an image's uncertainty, as float64."""
+    from astropy.nddata import StdDevUncertainty
+
+    std = ccd.uncertainty.represent_as(StdDevUncertainty)
+    unit = std.unit if std.unit is not None else ccd.unit
+    sigma = u.Quantity(np.asarray(std.array, dtype=float), unit).to_value(u.nanomaggy)
+    return np.broadcast_to(sigma, np.shape(ccd.data)) ** 2
 
 
 def _check_options(names, aperture_diameter, centre, hlr_band, detection_band,
@@ -670,7 +743,7 @@ def _check_options(names, aperture_diameter, centre, hlr_band, detection_band,
 def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre",
                      hlr_band=None, detection_band=None, centroid_method="com",
                      background="frame", background_width=4, growth_step=0.25,
-                     morphology=False, pixel_scale=None, chunk_size=512):
+                     morphology=False, pixel_scale=None, chunk_size=512, errors="auto"):
     """Measure fluxes, magnitudes, colours and half-light radii of galaxy cutouts.
 
     Parameters
@@ -725,6 +798,13 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         (default 0.262, the Legacy Survey's).  A WCS, when present, wins.
     chunk_size : int, optional
         Images processed at once (bounds the memory used).
+    errors : {'auto', 'uncertainty', 'sky', None}, optional
+        Measurement errors (see the module docstring).  ``'auto'``
+        (default): from the images' uncertainties when every image carries
+        one, otherwise none (the table is then exactly as without this
+        option).  ``'uncertainty'``: from the uncertainties, refused when an
+        image has none.  ``'sky'``: from the sky sigma of the outer frame
+        (works for bare arrays too).  ``None``: no error columns.
 
     Returns
     -------
@@ -735,16 +815,22 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         bands; ``r_half`` [arcsec]; the morphology columns when asked; and
         ``flags`` (`MeasurementFlag` bits).  Magnitudes, colours and
         ``r_half`` are masked (NaN underneath) where they cannot be measured.
+        With errors, after these: per band ``flux_err_<b>`` [nmgy] and
+        ``mag_err_<b>`` [mag], and per colour ``<b1>_<b2>_err`` [mag],
+        masked where the flux or its error is not finite (or the flux not
+        positive, for magnitudes).
         ``meta`` records the settings under FITS-safe keys: ``BANDS``,
         ``APERDIAM`` (pixels), ``CENTRE``, ``HLRBAND``, ``BKG``, ``ZEROPT``,
-        ``PIXSCALE`` (arcsec/pixel) and ``FLAGBITS``.
+        ``PIXSCALE`` (arcsec/pixel) and ``FLAGBITS`` (and ``ERRORS``, the
+        error source, when there are errors).
 
     Raises
     ------
     ValueError
         For a bare array without ``bands``, band counts that disagree, images
         with different bands, an aperture that does not fit in the cutout, an
-        unknown ``centre``, ``background``, ``hlr_band`` or ``centroid_method``.
+        unknown ``centre``, ``background``, ``hlr_band``, ``centroid_method``
+        or ``errors``, or ``errors='uncertainty'`` for images without one.
     TypeError, FileNotFoundError, astropy.units.UnitConversionError
         From `astro_sbgm.io.read_images` for inputs it cannot read.
 
@@ -761,7 +847,11 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
     >>> cat["flux_g"]  # pi 6^2 pixels of 1 nanomaggy  # doctest: +FLOAT_CMP
     <MaskedQuantity [113.09733553, 113.09733553] nmgy>
     """
-    names, scales, groups = _parse_input(images, bands, pixel_scale)
+    if errors is False:
+        errors = None
+    if errors not in ("auto", "uncertainty", "sky", None):
+        raise ValueError(f"errors must be 'auto', 'uncertainty', 'sky' or None, got {errors!r}")
+    names, scales, groups, error_source = _parse_input(images, bands, pixel_scale, errors)
     n = int(sum(g.rows.size for g in groups))
     aperture_diameter, centre, hlr_band, detection_band, background = _check_options(
         names, aperture_diameter, centre, hlr_band, detection_band, centroid_method,
@@ -774,6 +864,8 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
     res = {"background": np.full((n, nb), np.nan), "flux": np.full((n, nb), np.nan),
            "centre": np.full((n, 2), np.nan), "r_half_pix": np.full(n, np.nan),
            "flags": np.zeros(n, np.int64)}
+    if error_source is not None:
+        res["flux_var"] = np.full((n, nb), np.nan)
     if morphology:
         for key in _MORPHOLOGY:
             res[key] = np.full(n, np.nan)
@@ -784,9 +876,11 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
             chunk = group.read(local)
             chunk_centre = centre if isinstance(centre, str) else centre[rows]
             chunk_bkg = background if isinstance(background, str) else background[rows]
+            chunk_var = (group.read_var(local) if error_source == "uncertainty" else None)
             out = _measure_chunk(chunk, names, hlr_index, det_index, chunk_centre,
                                  aperture_diameter / 2.0, chunk_bkg, background_width,
-                                 growth_step, morphology, centroid_method)
+                                 growth_step, morphology, centroid_method,
+                                 errors=error_source, var=chunk_var)
             for key, value in out.items():
                 res[key][rows] = value
 
@@ -810,6 +904,8 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
             table[key] = Masked(res[key] * u.dimensionless_unscaled,
                                 mask=~np.isfinite(res[key]))
     table["flags"] = res["flags"]
+    if error_source is not None:
+        _add_error_columns(table, names, res["flux"], res["flux_var"])
     # FITS-safe keys (<= 8 characters, scalar values) so that .fits output keeps them
     table.meta.update({
         "BANDS": ",".join(names),
@@ -822,4 +918,29 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         "PIXSCALE": float(scales[0]) if np.all(scales == scales[0]) else "varies",
         "FLAGBITS": ",".join(f"{f.name}={int(f.value)}" for f in MeasurementFlag),
     })
+    if error_source is not None:
+        table.meta["ERRORS"] = ("image uncertainty, sqrt(sum w sigma^2) over the aperture"
+                                if error_source == "uncertainty" else
+                                "frame sky sigma, sigma_sky sqrt(sum w) over the aperture")
     return table
+
+
+#: 2.5 / ln(10): d(mag) = _MAG_PER_LN * d(flux) / flux.
+_MAG_PER_LN = 2.5 / np.log(10.0)
+
+
+def _add_error_columns(table, names, flux, flux_var):
+    """Append ``flux_err_<b>``, ``mag_err_<b>`` and ``<b1>_<b2>_err`` columns."""
+    err = np.sqrt(flux_var)
+    ok = np.isfinite(err) & np.isfinite(flux)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mag_err = np.where(ok & (flux > 0), _MAG_PER_LN * err / np.where(flux > 0, flux, 1.0),
+                           np.nan)
+    for i, b in enumerate(names):
+        table[f"flux_err_{b}"] = Masked(np.where(ok[:, i], err[:, i], np.nan) * u.nanomaggy,
+                                        mask=~ok[:, i])
+    for i, b in enumerate(names):
+        table[f"mag_err_{b}"] = Masked(mag_err[:, i] * u.mag, mask=~np.isfinite(mag_err[:, i]))
+    for i, (b1, b2) in enumerate(zip(names[:-1], names[1:])):
+        colour_err = np.hypot(mag_err[:, i], mag_err[:, i + 1])
+        table[f"{b1}_{b2}_err"] = Masked(colour_err * u.mag, mask=~np.isfinite(colour_err))
