@@ -148,6 +148,8 @@ def build_parser():
     d.add_argument("b", help="second catalogue")
     d.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--pixel-scale", type=float, default=None, metavar="ARCSEC",
+                   help="arcsec per pixel, to convert radius columns given in pixels")
 
     sc = sub.add_parser(
         "score", help="log-likelihood and anomaly score of images under a model",
@@ -598,6 +600,7 @@ KEYWORD_FLAGS = (
     (r"\blearning_rate\b=?", "--lr"),
     (r"\bimage_size=(\d+)", r"--size \1"),
     (r"\bimage_size\b=?", "--size"),
+    (r"\bpixel_scale=", "--pixel-scale "),
     (r"\bbands=(['\"]?)(\w+)\1", r"--bands \2"),
     (r"\bbands=", "--bands"),
     (r"\bweights=(['\"]?)(ema|model)\1", r"--weights \2"),
@@ -660,7 +663,8 @@ def _run(args):
         print(f"measured {len(cat)} galaxies -> {args.output}")
     elif args.command == "sgd":
         from .metrics._cli import sgd_command
-        print(sgd_command(args.a, args.b, bootstrap=args.bootstrap, seed=args.seed))
+        print(sgd_command(args.a, args.b, bootstrap=args.bootstrap, seed=args.seed,
+                          pixel_scale=args.pixel_scale))
     else:
         return args.func(args)
     return 0

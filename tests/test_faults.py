@@ -633,20 +633,12 @@ def test_written_tensor_files_follow_the_umask_like_the_json_beside_them(ckdir, 
 
 
 # --------------------------------------------------------------------------- odd FITS files
-# property-based: hypothesis is a test-only package (not in every environment), so only
-# these tests need it
-try:
-    from hypothesis import HealthCheck, given, settings, strategies as st
-    from hypothesis.extra import numpy as hnp
-except ImportError:  # pragma: no cover
-    st = None
+# property-based (hypothesis is in the test extra)
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
 
 
-def _composite(fn):
-    return st.composite(fn) if st is not None else fn
-
-
-@_composite
+@st.composite
 def _odd_fits(draw):
     """A small FITS file's recipe: odd shapes, types, scalings, WCS cards, units, compression."""
     kind = draw(st.sampled_from(["2d", "3d", "1d", "4d", "empty"]))
@@ -702,14 +694,7 @@ def _write_odd_fits(case, path):
 
 
 def _property(max_examples):
-    """``@given(_odd_fits())`` with few examples, or a skip without hypothesis."""
-    if st is None:  # pragma: no cover
-        def skipped(fn):
-            def test():
-                pytest.skip("hypothesis is not installed")
-            test.__name__ = fn.__name__
-            return test
-        return skipped
+    """``@given(_odd_fits())`` with few examples."""
     return lambda fn: settings(max_examples=max_examples, deadline=None, database=None,
                                suppress_health_check=list(HealthCheck))(
         given(_odd_fits())(fn))

@@ -227,7 +227,7 @@ def test_cutouts_measure_back():
 
 # --------------------------------------------------------------------------- GalSim
 def test_to_galsim_round_trip():
-    galsim = pytest.importorskip("galsim")
+    import galsim
     g = galaxy(size=32, sigma=2.0)
     prof = to_galsim(g, band="r")
     assert isinstance(prof, galsim.InterpolatedImage)
