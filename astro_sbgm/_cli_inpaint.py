@@ -4,7 +4,8 @@
 `add_transfer_parser`; each parser sets ``func`` to its command, which takes
 the parsed arguments and returns the exit status::
 
-    astro-sbgm inpaint IN.fits [--mask MASK.fits] -o OUT.fits --model DIR [--save-draws]
+    astro-sbgm inpaint IN.fits [--mask MASK.fits [--mask-bits BRIGHT,SATUR_G]] -o OUT.fits
+                       --model DIR [--save-draws]
     astro-sbgm transfer IN.png|IN.fits -o OUT.fits --model DIR [--strength 0.6] [--ode]
 """
 
@@ -17,7 +18,7 @@ from astropy.io import fits
 from ._cli_common import add_model_source, load_model
 
 __all__ = ["add_inpaint_parser", "add_transfer_parser", "inpaint_command", "transfer_command",
-           "write_result"]
+           "write_result", "parse_mask_bits"]
 
 
 def write_result(result, path, overwrite=False, draws=None):
@@ -116,11 +117,17 @@ def add_inpaint_parser(subparsers):
     p = subparsers.add_parser(
         "inpaint", help="fill masked pixels (satellite trails, stars) with a model",
         description="Fill the masked pixels of a FITS image with a trained model.  The "
-                    "mask is --mask (a FITS image, non-zero = fill), else the file's MASK "
+                    "mask is --mask (a FITS image, non-zero = fill; with --mask-bits a "
+                    "bit mask such as a Legacy Survey maskbits file), else the file's MASK "
                     "extension; NaN pixels are always filled.  Known pixels are kept; a "
                     "FLAGS extension marks the generated ones.")
     p.add_argument("input", help="input FITS image")
     p.add_argument("--mask", default=None, help="FITS mask, non-zero = pixel to fill")
+    p.add_argument("--mask-bits", default=None, metavar="BITS",
+                   help="fill only the pixels of --mask (a bit mask, e.g. a Legacy Survey "
+                        "maskbits file) with one of these bits set: comma-separated names "
+                        "(BRIGHT,SATUR_G,...; a per-band bit fills its own band) or integer "
+                        "values (0x2)")
     p.add_argument("--method", choices=("fast", "paper", "repaint"), default="fast",
                    help="fast (default, 50 network evaluations), paper (every step from "
                         "t=950) or repaint (RePaint resampling, about 900 evaluations)")
@@ -171,12 +178,58 @@ def _model_and_sampler(args):
     return model, ({} if args.sampler is None else {"sampler": args.sampler})
 
 
+def parse_mask_bits(text):
+    """The bits of ``--mask-bits``: names and integer values, checked.
+
+    Parameters
+    ----------
+    text : str or None
+        Comma-separated bit names (``"BRIGHT,SATUR_G"``) or integer values
+        (``"0x2"``, ``"2"``).
+
+    Returns
+    -------
+    list or None
+        The bits (str names, int values), None for None.
+
+    Raises
+    ------
+    ValueError
+        For an empty list or an unknown bit name (named, with the known ones),
+        in the flag's words.
+    """
+    if text is None:
+        return None
+    from .inpainting import _check_mask_bits
+
+    bits = []
+    for token in (t.strip() for t in str(text).split(",")):
+        if not token:
+            continue
+        try:
+            bits.append(int(token, 0))
+        except ValueError:
+            bits.append(token)
+    if not bits:
+        raise ValueError("--mask-bits is empty; give bit names such as BRIGHT,SATUR_G, or "
+                         "drop --mask-bits to fill every non-zero pixel of --mask")
+    try:
+        return _check_mask_bits(bits)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--mask-bits {text}: {err}") from None
+
+
 def inpaint_command(args):
     """Run ``astro-sbgm inpaint`` from parsed arguments; returns 0."""
     from .inpainting import inpaint
 
+    mask_bits = parse_mask_bits(getattr(args, "mask_bits", None))
+    if mask_bits is not None and args.mask is None:
+        raise ValueError("--mask-bits selects bits of the bit mask given with --mask; give "
+                         "--mask MASKBITS.fits (e.g. a Legacy Survey maskbits file)")
     model, kwargs = _model_and_sampler(args)
-    result = inpaint(model, args.input, mask=args.mask, method=args.method,
+    result = inpaint(model, args.input, mask=args.mask, mask_bits=mask_bits,
+                     method=args.method,
                      n_draws=args.n_draws, t_start=args.t_start, steps=args.steps,
                      jump_length=args.jump_length, n_resample=args.n_resample, seed=args.seed,
                      weights=args.weights, bands=args.bands, hdu=_hdu(args.hdu),

@@ -1,9 +1,11 @@
 """Inpainting: fill masked pixels (satellite trails, stars, bad columns) with a diffusion model.
 
 `inpaint` takes an image in any form `astro_sbgm.io.read_image` accepts and a
-mask (True = pixel to fill) and returns a `~astropy.nddata.CCDData` in which
-only the masked pixels are generated; every other pixel comes back exactly as
-given (bit for bit, in the input's own unit and dtype).
+mask (True = pixel to fill; or a bit mask such as a Legacy Survey ``maskbits``
+file with the bits to fill named by ``mask_bits=``, as `astro_sbgm.io.read_mask`
+reads them) and returns a `~astropy.nddata.CCDData` in which only the masked
+pixels are generated; every other pixel comes back exactly as given (bit for
+bit, in the input's own unit and dtype).
 
 How the fill is made
 --------------------
@@ -448,9 +450,37 @@ def _input_uncertainty(image, ccd, shape, factor, dtype):
     return None
 
 
-def _mask_from(mask, shape, wcs):
-    """A boolean (band, y, x) mask from any supported mask form."""
+def _check_mask_bits(mask_bits):
+    """``mask_bits`` as a list, each bit checked (unknown names refused by name)."""
+    from .surveys import LEGACY_SURVEY_MASKBITS
+
+    bits = [mask_bits] if isinstance(mask_bits, (str, int, np.integer)) else list(mask_bits)
+    if not bits:
+        raise ValueError("mask_bits is empty; give at least one bit (e.g. ('BRIGHT', "
+                         "'SATUR_G')), or None to fill every non-zero pixel of the mask")
+    for bit in bits:
+        _io._bit_value(bit, LEGACY_SURVEY_MASKBITS, "Legacy Survey MASKBITS")
+    return bits
+
+
+def _mask_from(mask, shape, wcs, bits=None, bands=None):
+    """A boolean (band, y, x) mask from any supported mask form.
+
+    With ``bits``, ``mask`` is a bit-mask image read by `astro_sbgm.io.read_mask`
+    (``bands`` the image's band names: a per-band bit masks its own band only).
+    """
     nb, ny, nx = shape
+    if bits is not None:
+        if hasattr(mask, "to_pixel") or hasattr(mask, "to_mask"):
+            raise ValueError("mask_bits selects bits of a bit-mask image (a Legacy Survey "
+                             "maskbits file or an integer array), not of a region; drop "
+                             "mask_bits or give the maskbits image as mask")
+        arr = _io.read_mask(mask, bits=bits, bands=bands)
+        if arr.shape[-2:] != (ny, nx):
+            raise ValueError(f"the mask has shape {arr.shape[-2:]} but the image is "
+                             f"{tuple(shape)} (band, y, x); give a ({ny}, {nx}) bit-mask "
+                             "image on the image's grid")
+        return np.array(arr, dtype=bool)
     if hasattr(mask, "to_pixel") and not hasattr(mask, "to_mask"):
         if wcs is None:
             raise ValueError("a sky region needs an image with a celestial WCS; give a pixel "
@@ -588,7 +618,7 @@ def _regridded_fill(runner, data, unknown, target, wcs, model_scale):
 def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sampler=None,
             steps=None, grid=None, jump_length=None, n_resample=None, seed=None, weights="ema",
             batch_size=16, bands=None, unit=None, hdu=None, progress=False,
-            return_draws=False, **options):
+            return_draws=False, mask_bits=None, **options):
     """Fill the masked pixels of an image with a trained diffusion model.
 
     Parameters
@@ -608,9 +638,11 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         bands) or ``(band, y, x)``; a FITS file name, HDU or HDUList; a
         `CCDData`/`NDData` whose data is the mask; or a ``regions`` shape
         (pixel, or sky with an image WCS).  When None, the image's own mask
-        is used: ``CCDData.mask``, the ``MASK`` extension of a FITS file.
-        Non-finite pixels are always filled.  A given ``mask`` replaces the
-        image's own mask.
+        is used: ``CCDData.mask``, the ``MASK`` extension of a FITS file
+        (and, for a cutout-service file, the pixels of zero inverse
+        variance).  Non-finite pixels are always filled.  A given ``mask``
+        replaces the image's own mask.  With ``mask_bits``, ``mask`` is a bit
+        mask instead, such as a Legacy Survey ``maskbits`` file.
     method : {"fast", "paper", "repaint"}
         See `INPAINT_METHODS` and the module docstring.
     n_draws : int
@@ -646,6 +678,16 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         Show a progress bar per reverse process.
     return_draws : bool
         Also return every draw (see Returns).
+    mask_bits : sequence of str or int, str or int, optional
+        Fill only the pixels of ``mask`` (a bit-mask image: a Legacy Survey
+        ``legacysurvey-<brick>-maskbits.fits.fz`` file, HDU, or integer
+        array on the image's grid) that have one of these bits set, read as
+        `astro_sbgm.io.read_mask` reads them: names of
+        `astro_sbgm.surveys.LEGACY_SURVEY_MASKBITS` (case insensitive, e.g.
+        ``("BRIGHT", "SATUR_G")``) or integer values.  A per-band bit
+        (``SATUR_G``, ``ALLMASK_R``) fills its own band only, every other
+        bit all bands.  Default None: every non-zero pixel of ``mask`` is
+        filled.
     **options
         Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm);
         they replace the method's own options (``variance="posterior"`` for
@@ -699,8 +741,11 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     ValueError
         For a mask of the wrong shape, a mask that selects no pixel or
         every pixel of the model's bands, an image sharing no band with the
-        model, an unknown method, a bad ``t_start``/``steps``/``n_draws``;
-        plus everything `astro_sbgm.io.read_image` raises.
+        model, an unknown method, a bad ``t_start``/``steps``/``n_draws``,
+        an unknown bit in ``mask_bits`` (named, with the known ones; before
+        any work), ``mask_bits`` without ``mask`` or with a mask that is not
+        an integer image; plus everything `astro_sbgm.io.read_image` and
+        `astro_sbgm.io.read_mask` raise.
 
     Notes
     -----
@@ -714,6 +759,12 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
                          f"{sorted(INPAINT_METHODS)}")
     n_draws = check_positive_int("n_draws", n_draws)
     batch_size = check_positive_int("batch_size", batch_size)
+    if mask_bits is not None:
+        if mask is None:
+            raise ValueError("mask_bits selects bits of the bit-mask image given as mask, "
+                             "but no mask was given; pass mask= (e.g. a Legacy Survey "
+                             "maskbits file) or drop mask_bits")
+        mask_bits = _check_mask_bits(mask_bits)
     cfg = INPAINT_METHODS[method]
     sampler = cfg["sampler"] if sampler is None else sampler
     if sampler == cfg["sampler"]:
@@ -744,7 +795,7 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         fill = (np.zeros(shape, bool) if ccd.mask is None
                 else np.broadcast_to(np.asarray(ccd.mask, bool), shape).copy())
     else:
-        fill = _mask_from(mask, shape, ccd.wcs)
+        fill = _mask_from(mask, shape, ccd.wcs, bits=mask_bits, bands=in_bands)
     fill |= ~np.isfinite(raw)
     in_idx = [in_bands.index(b) for b in common]
     fill_model = fill[in_idx]

@@ -29,8 +29,9 @@ with ``MAGZERO=30``), or zero-point cards that disagree with each other,
 are refused, naming both.  A FITS image with neither ``BUNIT`` nor a zero
 point is taken to be in nanomaggies with an `AstroSBGMInputWarning`, unless
 ``unit=`` says so or the header names the Legacy Surveys (a ``SURVEY`` card
-with "Legacy" in it, or legacypipe's ``LEGPIPEV`` card), whose images are
-documented in nanomaggies per pixel.
+with "Legacy", "DECaLS", "MzLS" or "BASS" in it, as the viewer's cutout
+service writes ``SURVEY = 'DECaLS'``, or legacypipe's ``LEGPIPEV`` card),
+whose images are documented in nanomaggies per pixel.
 
 Uncertainties and masks
 -----------------------
@@ -38,9 +39,14 @@ An ``UNCERT`` extension is read by its ``UTYPE`` card:
 ``StdDevUncertainty`` (the default when the card is missing),
 ``VarianceUncertainty`` or ``InverseVariance`` (the names astropy's
 `~astropy.nddata.CCDData` writes); another ``UTYPE`` is refused.  Inverse
-variances of zero (no data) become an infinite standard deviation.
-`read_mask` reads a boolean mask or a bit mask (the Legacy Survey
-``maskbits`` files, bits selected by name or value).
+variances of zero (no data) become an infinite standard deviation.  A file
+without ``UNCERT`` whose next image HDU after the image is an inverse
+variance, ``IMAGETYP = 'INVVAR'`` (or ``EXTNAME`` ``INVVAR``/``IVAR``), as
+the Legacy Survey viewer's cutout service writes it when ``invvar`` is
+requested, gives the uncertainty ``1 / sqrt(invvar)``, and its pixels of
+zero inverse variance (no coverage) are masked.  `read_mask` reads a
+boolean mask or a bit mask (the Legacy Survey ``maskbits`` files, bits
+selected by name or value).
 """
 
 import glob
@@ -231,10 +237,16 @@ def _zero_point_factor(zp, zp_source, unit, unit_source):
     return k
 
 
+#: ``SURVEY`` values (lower case, substrings) of the Legacy Surveys and their parts,
+#: whose images are documented in nanomaggies per pixel; the viewer's cutout
+#: service writes ``SURVEY = 'DECaLS'`` (``'MzLS'`` for MzLS layers).
+_NANOMAGGY_SURVEYS = ("legacy", "decals", "mzls", "bass")
+
+
 def _documented_nanomaggy(header):
     """Whether a header names the Legacy Surveys, documented in nanomaggies per pixel."""
     survey = _header_get(header, "SURVEY")
-    if isinstance(survey, str) and "legacy" in survey.lower():
+    if isinstance(survey, str) and any(s in survey.lower() for s in _NANOMAGGY_SURVEYS):
         return True
     return _header_get(header, "LEGPIPEV") is not None
 
@@ -400,7 +412,50 @@ def _from_hdulist(hdul, hdu):
         uhdr = hdul["UNCERT"].header
         uncert = _as_std(np.asarray(hdul["UNCERT"].data, dtype=np.float32),
                          uhdr.get("UTYPE", "StdDevUncertainty"))
+    else:
+        ivar_hdu = _invvar_hdu(hdul, main)
+        if ivar_hdu is not None:
+            ivar = np.asarray(ivar_hdu.data, dtype=np.float32)
+            shape = np.shape(main.data)
+            if ivar.shape != shape:
+                raise ValueError(f"the inverse-variance HDU {_hdu_label(hdul, ivar_hdu)} has "
+                                 f"shape {ivar.shape} but the image {shape}; they are not of "
+                                 "one cutout")
+            if np.any(ivar < 0):
+                raise ValueError(f"the inverse-variance HDU {_hdu_label(hdul, ivar_hdu)} "
+                                 "holds negative values; the file is damaged")
+            uncert = _as_std(ivar, "InverseVariance")
+            no_data = ivar == 0
+            if no_data.any():
+                mask = no_data if mask is None else (mask | no_data)
     return main.data, main.header, mask, uncert
+
+
+#: ``IMAGETYP`` (or ``EXTNAME``) values of an HDU holding the inverse variance of
+#: the image beside it: the Legacy Survey viewer's cutout service writes its
+#: ``invvar`` cube as HDU 1 with ``IMAGETYP = 'INVVAR'`` (and HDU 0 ``'IMAGE'``).
+_INVVAR_NAMES = ("INVVAR", "IVAR")
+
+
+def _invvar_hdu(hdul, main):
+    """The first HDU after ``main`` that holds an inverse variance, or None.
+
+    After, not anywhere: files of several images (the service's per-brick
+    ``subimage`` layout) put each image's inverse variance right after it.
+    """
+    start = next(i for i, h in enumerate(hdul) if h is main) + 1
+    for h in hdul[start:]:
+        if not getattr(h, "is_image", True) or h.data is None:
+            continue
+        kind = str(h.header.get("IMAGETYP", "")).strip().upper()
+        if kind in _INVVAR_NAMES or h.name.strip().upper() in _INVVAR_NAMES:
+            return h
+    return None
+
+
+def _hdu_label(hdul, hdu):
+    index = next(i for i, h in enumerate(hdul) if h is hdu)
+    return f"{index} ({hdu.name})" if hdu.name and hdu.name != "PRIMARY" else str(index)
 
 
 #: ``UTYPE`` values (lower case) of an UNCERT extension -> what the values are.
@@ -500,7 +555,10 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
           `~astropy.io.fits.HDUList` (``MASK`` and ``UNCERT`` extensions are
           read when present, the ``UNCERT`` values by their ``UTYPE``:
           ``StdDevUncertainty``, ``VarianceUncertainty`` or
-          ``InverseVariance``);
+          ``InverseVariance``; without ``UNCERT``, an inverse-variance HDU
+          after the image, ``IMAGETYP = 'INVVAR'`` as in the Legacy Survey
+          cutout service's files with ``invvar``, is the uncertainty and
+          its zeros are masked);
         * a `~astropy.nddata.CCDData` or `~astropy.nddata.NDData`, 2-D (one
           band) or 3-D ``(band, y, x)``;
         * a dict ``{band: 2-D image}`` (any 2-D form above), or a list of
@@ -547,8 +605,9 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
         For empty input, a wrong number of bands, unknown band names, band
         names that disagree with ``bands=``, non-finite pixels with
         ``nonfinite='raise'``, zero points that disagree with each other or
-        with the unit (named in the message), or an ``UNCERT`` extension of
-        unknown ``UTYPE``.
+        with the unit (named in the message), an ``UNCERT`` extension of
+        unknown ``UTYPE``, or an inverse-variance HDU of another shape than
+        the image (or with negative values).
     astropy.units.UnitConversionError
         If the unit cannot be converted to nanomaggy (counts without a zero
         point, or a unit that is not a flux).

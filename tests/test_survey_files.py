@@ -257,6 +257,88 @@ def test_ccddata_files_of_each_uncertainty_class(tmp_path, cls, values):
     assert np.isinf(io.read_image(inv).uncertainty.array).all()   # ivar 0: no data
 
 
+def cutout_service_hdul(sigma=(0.5, 0.25, 1.0), size=8, no_data=(slice(0, 2), slice(0, 3))):
+    """A cube as the viewer's fits-cutout writes it with ``&invvar``: HDU 0 the image
+    (IMAGETYP='IMAGE'), HDU 1 the inverse variances under the same header
+    (IMAGETYP='INVVAR', no EXTNAME), BANDS='grz' and BAND0..2, SURVEY='DECaLS',
+    VERSION, a TAN WCS with IMAGEW/IMAGEH, no BUNIT; invvar 0 where nothing was observed."""
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.1, 2.2]
+    w.wcs.crpix = [(size + 1) / 2.0, (size + 1) / 2.0]
+    w.wcs.cd = [[-SCALE, 0.0], [0.0, SCALE]]
+    hdr = w.to_header()
+    hdr["SURVEY"] = "DECaLS"
+    hdr["VERSION"] = "DR10"
+    hdr["BANDS"] = "grz"
+    for i, b in enumerate("grz"):
+        hdr[f"BAND{i}"] = b
+    hdr["IMAGEW"], hdr["IMAGEH"] = size, size
+    image = np.stack([np.full((size, size), 1.0 + i, np.float32) for i in range(3)])
+    ivar = np.stack([np.full((size, size), 1.0 / s ** 2, np.float32) for s in sigma])
+    ivar[(slice(None),) + no_data] = 0.0
+    image[(slice(None),) + no_data] = 0.0
+    hdr["IMAGETYP"] = "IMAGE"
+    primary = fits.PrimaryHDU(image, header=hdr.copy())
+    hdr["IMAGETYP"] = "INVVAR"
+    return fits.HDUList([primary, fits.ImageHDU(ivar, header=hdr)])
+
+
+def test_cutout_service_file_with_invvar_gives_an_uncertainty(tmp_path):
+    path = tmp_path / "cutout_150.1000_2.2000.fits"
+    cutout_service_hdul().writeto(path)
+    with open(path, "rb") as f:
+        before = f.read()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # SURVEY='DECaLS': nanomaggies
+        img = io.read_image(path)
+    assert img.shape == (3, 8, 8) and img.meta["BANDS"] == "g,r,z"
+    assert img.wcs is not None and img.unit == u.nanomaggy
+    assert isinstance(img.uncertainty, StdDevUncertainty)
+    covered = np.ones((8, 8), bool)
+    covered[0:2, 0:3] = False
+    for k, sigma in enumerate((0.5, 0.25, 1.0)):
+        np.testing.assert_allclose(img.uncertainty.array[k][covered], sigma, rtol=1e-6)
+        np.testing.assert_array_equal(img.data[k][covered], 1.0 + k)
+    # invvar 0 (no coverage): infinite sigma and masked, as read_legacy_brick does
+    assert np.isinf(img.uncertainty.array[:, ~covered]).all()
+    np.testing.assert_array_equal(img.mask, np.broadcast_to(~covered, (3, 8, 8)))
+    with open(path, "rb") as f:
+        assert f.read() == before
+    # the errors of measure_galaxies come from it
+    cat = measure_galaxies(img, aperture_diameter=2, background=0.0)
+    assert val(cat["flux_err_r"][0]) == pytest.approx(0.25 * np.sqrt(np.pi), rel=1e-6)
+    # an HDUList in memory; one band (2-D planes); an explicit EXTNAME
+    hdul = cutout_service_hdul()
+    assert io.read_image(hdul).uncertainty.array[1, 5, 5] == pytest.approx(0.25)
+    one = fits.HDUList([fits.PrimaryHDU(h.data[1], header=h.header) for h in hdul[:1]]
+                       + [fits.ImageHDU(hdul[1].data[1], header=hdul[1].header)])
+    for h in one:
+        h.header["BANDS"] = "r"
+        for key in ("BAND0", "BAND1", "BAND2"):
+            del h.header[key]
+    assert io.read_image(one).uncertainty.array[0, 5, 5] == pytest.approx(0.25)
+    named = fits.HDUList([fits.PrimaryHDU(hdul[0].data, header=hdul[0].header),
+                          fits.ImageHDU(hdul[1].data, name="IVAR")])
+    del named[0].header["IMAGETYP"]
+    assert io.read_image(named).uncertainty.array[2, 5, 5] == pytest.approx(1.0)
+    # an UNCERT extension, the package's own layout, wins
+    unc = fits.ImageHDU(np.full((3, 8, 8), 7.0, np.float32), name="UNCERT")
+    assert io.read_image(fits.HDUList(list(hdul) + [unc])).uncertainty.array[0, 5, 5] == 7.0
+
+
+def test_cutout_service_invvar_of_another_shape_or_negative_is_refused():
+    hdul = cutout_service_hdul()
+    bad = fits.HDUList([hdul[0], fits.ImageHDU(hdul[1].data[:2], header=hdul[1].header)])
+    with pytest.raises(ValueError, match=r"inverse-variance HDU 1 has shape \(2, 8, 8\) but "
+                                         r"the image \(3, 8, 8\)"):
+        io.read_image(bad)
+    neg = cutout_service_hdul()
+    neg[1].data[0, 4, 4] = -1.0
+    with pytest.raises(ValueError, match="inverse-variance HDU 1 holds negative values"):
+        io.read_image(neg)
+
+
 def test_unknown_utype_and_negative_variance_are_refused():
     unc = fits.ImageHDU(np.ones((2, 8, 8), np.float32), name="UNCERT")
     unc.header["UTYPE"] = "ConfidenceInterval"
@@ -560,3 +642,190 @@ def test_sky_errors_for_arrays_and_refusals():
     ccd = [CCDData(a, unit="nanomaggy", meta={"BANDS": "g,r,z"}) for a in arr[:2]]
     with pytest.raises(ValueError, match=r"needs an uncertainty on every image, but 2 of 2"):
         measure_galaxies(ccd, errors="uncertainty")
+
+
+# ============================================================================ inpainting by bits
+def small_maskbits(size=16):
+    """BRIGHT block, SATUR_G patch, ALLMASK_R row, NPRIMARY column (never asked for)."""
+    bits = np.zeros((size, size), np.int32)
+    bits[2:5, 3:9] |= LEGACY_SURVEY_MASKBITS["BRIGHT"]
+    bits[10:12, 2:6] |= LEGACY_SURVEY_MASKBITS["SATUR_G"]
+    bits[13, :] |= LEGACY_SURVEY_MASKBITS["ALLMASK_R"]
+    bits[:, 0] |= LEGACY_SURVEY_MASKBITS["NPRIMARY"]
+    return bits
+
+
+def expected_fill(bits, names):
+    """(band, y, x) pixels to fill for bits ``names`` of a grz image, per band."""
+    fill = np.zeros((3,) + bits.shape, bool)
+    for name in names:
+        value = LEGACY_SURVEY_MASKBITS[name]
+        band = name.rsplit("_", 1)[1].lower() if name.startswith(("SATUR_", "ALLMASK_")) \
+            else None
+        for k, b in enumerate("grz"):
+            if band in (None, b):
+                fill[k] |= (bits & value) != 0
+    return fill
+
+
+@pytest.fixture(scope="module")
+def blob():
+    from astro_sbgm.datasets import make_trivial_dataset
+    return make_trivial_dataset(1, size=16, seed=7)[0]
+
+
+def test_inpaint_fills_the_pixels_of_the_named_mask_bits(model, blob, tmp_path):
+    bits = small_maskbits()
+    want = expected_fill(bits, ["BRIGHT", "SATUR_G"])
+    out = model.inpaint(blob, mask=bits, mask_bits=("BRIGHT", "SATUR_G"), seed=0)
+    np.testing.assert_array_equal(out.flags.astype(bool), want)      # SATUR_G: g only
+    np.testing.assert_array_equal(out.data[~want], blob.data[~want])
+    assert out.meta["NFILLED"] == want.sum()
+    # a maskbits file (tile-compressed, the MASKBITS plane in HDU 1), names in any case
+    path = tmp_path / "legacysurvey-0001p000-maskbits.fits.fz"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(bits, name="MASKBITS")]).writeto(path)
+    from_file = model.inpaint(blob, mask=path, mask_bits=["bright", "satur_g"], seed=0)
+    np.testing.assert_array_equal(from_file.data, out.data)
+    # integer values are bits too; per-band bits of bands the image lacks mask nothing
+    by_value = model.inpaint(blob, mask=bits, mask_bits=[0x40, "SATUR_I"], seed=0)
+    np.testing.assert_array_equal(by_value.flags.astype(bool),
+                                  np.broadcast_to((bits & 0x40) != 0, (3, 16, 16)))
+    # without mask_bits every non-zero pixel is filled, as before
+    plain = model.inpaint(blob, mask=(bits & 0x2) != 0, seed=0)
+    np.testing.assert_array_equal(plain.flags.astype(bool),
+                                  np.broadcast_to((bits & 0x2) != 0, (3, 16, 16)))
+
+
+def test_inpaint_refuses_unknown_mask_bits_by_name(model, blob):
+    bits = small_maskbits()
+    with pytest.raises(ValueError, match=r"unknown mask bit 'BRIGTH'.*BRIGHT, SATUR_G"):
+        model.inpaint(blob, mask=bits, mask_bits=("BRIGTH", "SATUR_G"))
+    with pytest.raises(ValueError, match="no mask was given"):
+        model.inpaint(blob, mask_bits=["BRIGHT"])
+    with pytest.raises(ValueError, match="mask_bits is empty"):
+        model.inpaint(blob, mask=bits, mask_bits=[])
+    with pytest.raises(ValueError, match="integer bit-mask image"):
+        model.inpaint(blob, mask=bits.astype(float), mask_bits=["BRIGHT"])
+    with pytest.raises(ValueError, match=r"the mask has shape \(8, 8\)"):
+        model.inpaint(blob, mask=bits[:8, :8], mask_bits=["BRIGHT"])
+
+
+def test_cli_inpaint_mask_bits(model, blob, tmp_path, capsys):
+    from astro_sbgm.cli import main
+
+    mdir = tmp_path / "model"
+    model.save(mdir)
+    src = io.write_image(blob, tmp_path / "in.fits")
+    mpath = tmp_path / "maskbits.fits.fz"
+    bits = small_maskbits()
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(bits, name="MASKBITS")]).writeto(mpath)
+    common = [str(src), "--mask", str(mpath), "--model", str(mdir), "--seed", "0",
+              "--device", "cpu"]
+    out = tmp_path / "out.fits"
+    assert main(["inpaint", *common, "--mask-bits", "BRIGHT,satur_g", "-o", str(out)]) == 0
+    with fits.open(out) as hdul:
+        np.testing.assert_array_equal(hdul["FLAGS"].data.astype(bool),
+                                      expected_fill(bits, ["BRIGHT", "SATUR_G"]))
+    capsys.readouterr()
+    bad = tmp_path / "bad.fits"
+    assert main(["inpaint", *common, "--mask-bits", "BRIGHT,BRIGTH", "-o", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("astro-sbgm inpaint: error: --mask-bits BRIGHT,BRIGTH: unknown mask "
+                          "bit 'BRIGTH'; the Legacy Survey MASKBITS bits are NPRIMARY, BRIGHT")
+    assert not bad.exists()
+    argv = ["inpaint", str(src), "--model", str(mdir), "--mask-bits", "BRIGHT", "-o", str(bad)]
+    assert main(argv) == 2
+    assert "--mask-bits selects bits of the bit mask given with --mask" in capsys.readouterr().err
+
+
+# ============================================================================ sky positions
+def test_measure_galaxies_reports_the_sky_centroid(brick):
+    cutouts, index = make_cutouts(catalogue()[:3], brick, size=64)
+    centres = np.column_stack([index["x_cutout"].value, index["y_cutout"].value])
+    cat = measure_galaxies(cutouts, centre=centres)
+    sky = cat["sky_centroid"]
+    assert isinstance(sky, SkyCoord) and cat.colnames[:3] == ["x_centre", "y_centre",
+                                                              "sky_centroid"]
+    # the sources' own positions, through each cutout's WCS
+    source = SkyCoord(index["ra"], index["dec"])
+    assert source.separation(sky).to_value(u.arcsec).max() < 1e-6
+    for i, cut in enumerate(cutouts):
+        x, y = val(cat["x_centre"][i]), val(cat["y_centre"][i])
+        assert cut.wcs.pixel_to_world(x, y).separation(sky[i]).to_value(u.arcsec) < 1e-6
+    # the other columns are those of the same images without a WCS
+    bare = [CCDData(c.data, unit=c.unit, mask=c.mask, uncertainty=c.uncertainty, meta=c.meta)
+            for c in cutouts]
+    plain = measure_galaxies(bare, centre=centres, pixel_scale=SCALE * 3600)
+    assert "sky_centroid" not in plain.colnames
+    assert [c for c in cat.colnames if c != "sky_centroid"] == plain.colnames
+    for col in plain.colnames:
+        np.testing.assert_allclose(val(cat[col]), val(plain[col]), rtol=1e-12, atol=0)
+    # a centroid is reported where it was measured; a galactic WCS lands in the first frame
+    moved = measure_galaxies(cutouts[:1], centre="centroid")
+    assert cutouts[0].wcs.pixel_to_world(val(moved["x_centre"][0]), val(
+        moved["y_centre"][0])).separation(moved["sky_centroid"][0]).to_value(u.arcsec) < 1e-6
+    gal = WCS(naxis=2)
+    gal.wcs.ctype = ["GLON-TAN", "GLAT-TAN"]
+    gal.wcs.crval = [120.0, 30.0]
+    gal.wcs.crpix = [32.5, 32.5]
+    gal.wcs.cd = [[-SCALE, 0.0], [0.0, SCALE]]
+    other = CCDData(cutouts[0].data, unit=u.nanomaggy, wcs=gal, meta=cutouts[0].meta)
+    nowcs = CCDData(cutouts[0].data, unit=u.nanomaggy, meta=cutouts[0].meta)
+    mixed = measure_galaxies([cutouts[0], other, nowcs])
+    assert mixed["sky_centroid"].frame.name == "icrs"
+    assert gal.pixel_to_world(31.5, 31.5).separation(
+        mixed["sky_centroid"][1]).to_value(u.arcsec) < 1e-6
+    assert np.isnan(mixed["sky_centroid"][2].ra.deg)
+    # bare arrays have no sky position; the column survives ECSV
+    assert "sky_centroid" not in measure_galaxies(np.ones((1, 3, 32, 32)), bands="grz",
+                                                  background=0).colnames
+
+
+def test_measure_galaxies_sky_centroid_round_trips_through_ecsv(brick, tmp_path):
+    cutouts, _ = make_cutouts(catalogue()[:2], brick, size=64)
+    cat = measure_galaxies(cutouts)
+    cat.write(tmp_path / "cat.ecsv")
+    back = QTable.read(tmp_path / "cat.ecsv")
+    assert back["sky_centroid"].separation(cat["sky_centroid"]).to_value(u.arcsec).max() < 1e-9
+
+
+def test_measure_galaxies_angular_aperture():
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:48, 0:48]
+    arr = np.exp(-0.5 * ((xx - 23.5) ** 2 + (yy - 23.5) ** 2) / 4.0 ** 2)
+    arr = np.stack([arr * (1 + k) for k in range(3)])[None] + rng.normal(0, 0.01, (2, 3, 48, 48))
+    # bare arrays: pixel_scale= converts, 3 arcsec at 0.5"/px is 6 px
+    ang = measure_galaxies(arr, bands="grz", aperture_diameter=3 * u.arcsec, pixel_scale=0.5)
+    pix = measure_galaxies(arr, bands="grz", aperture_diameter=6, pixel_scale=0.5)
+    for col in pix.colnames:
+        np.testing.assert_array_equal(val(ang[col]), val(pix[col]))
+    assert ang.meta["APERDIAM"] == 6.0 and ang.meta["APERARC"] == 3.0
+    assert "APERARC" not in pix.meta and pix.meta["APERDIAM"] == 6.0
+    # images with WCSs of two pixel scales: one circle on the sky, two in pixels
+    ccds = [CCDData(a, unit=u.nanomaggy, meta={"BANDS": "g,r,z"},
+                    wcs=io.make_tan_wcs((48, 48), scale * u.arcsec))
+            for a, scale in zip(arr, (0.25, 0.5))]
+    both = measure_galaxies(ccds, aperture_diameter=4 * u.arcsec)
+    assert both.meta["APERDIAM"] == "varies" and both.meta["APERARC"] == 4.0
+    for i, diameter in enumerate((16, 8)):
+        alone = measure_galaxies(ccds[i], aperture_diameter=diameter)
+        for b in BANDS:
+            expected = val(alone[f"flux_{b}"][0])
+            assert val(both[f"flux_{b}"][i]) == pytest.approx(expected, rel=1e-9)
+    # photutils on the background-subtracted image, for the 0.5"/px one (8 px)
+    sub = arr[1, 0] - val(both["background_g"][1])
+    ref = aperture_photometry(sub, CircularAperture((23.5, 23.5), r=4.0), method="exact")
+    assert val(both["flux_g"][1]) == pytest.approx(ref["aperture_sum"][0], rel=1e-9)
+    # an angle in another unit, and refusals
+    arcmin = measure_galaxies(arr, bands="grz", aperture_diameter=0.05 * u.arcmin,
+                              pixel_scale=0.5)
+    np.testing.assert_allclose(val(arcmin["flux_r"]), val(pix["flux_r"]), rtol=1e-9)
+    with pytest.raises(ValueError, match="number of pixels or an angle"):
+        measure_galaxies(arr, bands="grz", aperture_diameter=3 * u.m)
+    with pytest.raises(ValueError, match="one angle"):
+        measure_galaxies(arr, bands="grz", aperture_diameter=[2, 3] * u.arcsec)
+    with pytest.raises(ValueError, match="positive"):
+        measure_galaxies(arr, bands="grz", aperture_diameter=-2 * u.arcsec)
+    with pytest.raises(ValueError, match="does not fit"):
+        measure_galaxies(arr, bands="grz", aperture_diameter=60 * u.arcsec, pixel_scale=0.5)

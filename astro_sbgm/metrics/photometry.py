@@ -45,7 +45,15 @@ Aperture flux
     Exact-overlap sum of the background-subtracted image in a circle of
     ``aperture_diameter`` pixels (12 by default) centred on the measurement
     centre.  The default centre is the geometric centre of the cutout,
-    ``((nx - 1) / 2, (ny - 1) / 2)`` in 0-based pixel coordinates.
+    ``((nx - 1) / 2, (ny - 1) / 2)`` in 0-based pixel coordinates.  An
+    angular diameter (``3 * u.arcsec``) is turned into pixels with each
+    image's pixel scale (its WCS, else ``pixel_scale=``), so images at
+    different scales are measured in the same circle on the sky.
+Sky position
+    For images with a celestial WCS, ``sky_centroid`` (photutils' name) is
+    the measurement centre through the image's WCS (`astropy.wcs.WCS.all_pix2world`,
+    distortions included), a `~astropy.coordinates.SkyCoord` column in the
+    frame of the first image's WCS.
 AB magnitude
     ``22.5 - 2.5 log10(flux / nanomaggy)``, masked where the flux is not
     positive or not finite.  Colours are differences of the magnitudes of
@@ -555,11 +563,19 @@ class _Group:
         self.read_var = read_var
 
 
-def _pixel_scale_of(image, default):
+def _celestial_wcs(image):
+    """The celestial part of an image's WCS, or None."""
     wcs = getattr(image, "wcs", None)
     if wcs is not None and getattr(wcs, "has_celestial", False):
+        return wcs.celestial
+    return None
+
+
+def _pixel_scale_of(image, default):
+    wcs = _celestial_wcs(image)
+    if wcs is not None:
         from astropy.wcs.utils import proj_plane_pixel_scales
-        scales = proj_plane_pixel_scales(wcs.celestial)
+        scales = proj_plane_pixel_scales(wcs)
         return float(np.sqrt(scales[0] * scales[1])) * 3600.0
     return default
 
@@ -587,10 +603,11 @@ def _canonical_list(images, bands):
 
 
 def _parse_input(images, bands, pixel_scale, errors="auto"):
-    """Return (band names, pixel scales in arcsec, list of _Group, error source).
+    """Return (band names, pixel scales in arcsec, list of _Group, error source, WCSs).
 
     The error source is None, ``"uncertainty"`` (every image carries one and
-    the groups read variances) or ``"sky"``.
+    the groups read variances) or ``"sky"``.  The WCSs are the celestial WCS
+    of each image (None for an image without one), or None for a bare array.
     """
     default_scale = u.Quantity(LEGACY_SURVEY_PIXEL_SCALE if pixel_scale is None
                                else pixel_scale, u.arcsec).to_value(u.arcsec)
@@ -620,7 +637,7 @@ def _parse_input(images, bands, pixel_scale, errors="auto"):
         group = _Group(np.arange(arr.shape[0]), arr.shape[2:],
                        lambda idx: np.asarray(arr[idx], dtype=float))
         source = "sky" if errors == "sky" else None
-        return names, np.full(arr.shape[0], default_scale), [group], source
+        return names, np.full(arr.shape[0], default_scale), [group], source, None
 
     ccds = _canonical_list(images, bands)
     if ccds is None:
@@ -636,6 +653,7 @@ def _parse_input(images, bands, pixel_scale, errors="auto"):
         elif these != names:
             raise ValueError(f"image {i} has bands {these} but image 0 has {names}; "
                              "measure images with the same bands together (or give bands=)")
+    wcss = [_celestial_wcs(c) for c in ccds]
     scales = np.array([_pixel_scale_of(c, default_scale) for c in ccds])
     by_shape = {}
     for i, ccd in enumerate(ccds):
@@ -676,7 +694,7 @@ def _parse_input(images, bands, pixel_scale, errors="auto"):
     groups = [_Group(np.asarray(members), shape, reader(members),
                      var_reader(members) if source == "uncertainty" else None)
               for shape, members in by_shape.items()]
-    return names, scales, groups, source
+    return names, scales, groups, source, wcss
 
 
 def _variance(ccd):
@@ -689,15 +707,69 @@ def _variance(ccd):
     return np.broadcast_to(sigma, np.shape(ccd.data)) ** 2
 
 
-def _check_options(names, aperture_diameter, centre, hlr_band, detection_band,
-                   centroid_method, background, growth_step, n):
+def _aperture_diameters(aperture_diameter, scales):
+    """Aperture diameters in pixels, one per image, and the angular one in arcsec or None.
+
+    A number (or a Quantity in pixels) is the same for every image; an angle
+    is divided by each image's pixel scale (``scales``, arcsec per pixel).
+    """
+    if isinstance(aperture_diameter, u.Quantity) and (
+            aperture_diameter.unit.physical_type == "angle"):
+        if not aperture_diameter.isscalar:
+            raise ValueError(f"aperture_diameter must be one angle, got {aperture_diameter!r}")
+        arcsec = float(aperture_diameter.to_value(u.arcsec))
+        if not arcsec > 0:
+            raise ValueError(f"aperture_diameter must be positive, got {aperture_diameter}")
+        return arcsec / np.asarray(scales, dtype=float), arcsec
     try:
-        aperture_diameter = float(u.Quantity(aperture_diameter, u.pix).to_value(u.pix))
-    except (TypeError, u.UnitsError):
-        raise ValueError(f"aperture_diameter must be a number of pixels, got "
-                         f"{aperture_diameter!r}") from None
-    if not aperture_diameter > 0:
-        raise ValueError(f"aperture_diameter must be positive, got {aperture_diameter}")
+        pixels = float(u.Quantity(aperture_diameter, u.pix).to_value(u.pix))
+    except (TypeError, ValueError, u.UnitsError):
+        raise ValueError(f"aperture_diameter must be a number of pixels or an angle "
+                         f"(e.g. 3 * u.arcsec), got {aperture_diameter!r}") from None
+    if not pixels > 0:
+        raise ValueError(f"aperture_diameter must be positive, got {pixels}")
+    return np.full(len(scales), pixels), None
+
+
+def _sky_centroids(centres, wcss):
+    """SkyCoord of pixel positions (n, 2) through each image's WCS, or None.
+
+    NaN for images without a celestial WCS; the frame is the first image's,
+    the positions of images in another frame are transformed into it.
+    """
+    from astropy.coordinates import SkyCoord
+    from astropy.wcs.utils import wcs_to_celestial_frame
+
+    if wcss is None:
+        return None
+    n = len(wcss)
+    lon, lat = np.full(n, np.nan), np.full(n, np.nan)
+    frames, which = [], np.full(n, -1)
+    for i, w in enumerate(wcss):
+        if w is None:
+            continue
+        try:
+            frame = wcs_to_celestial_frame(w)
+        except ValueError:      # a celestial WCS astropy has no frame for
+            continue
+        k = next((j for j, f in enumerate(frames) if f.is_equivalent_frame(frame)), None)
+        if k is None:
+            frames.append(frame)
+            k = len(frames) - 1
+        world = w.all_pix2world(np.asarray(centres[i], dtype=float)[None], 0)[0]
+        lon[i], lat[i], which[i] = world[w.wcs.lng], world[w.wcs.lat], k
+    if not frames:
+        return None
+    for k in range(1, len(frames)):
+        sel = which == k
+        c = SkyCoord(lon[sel] * u.deg, lat[sel] * u.deg, frame=frames[k]).transform_to(
+            frames[0])
+        lon[sel], lat[sel] = c.spherical.lon.deg, c.spherical.lat.deg
+    return SkyCoord(lon * u.deg, lat * u.deg, frame=frames[0])
+
+
+def _check_options(names, centre, hlr_band, detection_band,
+                   centroid_method, background, growth_step, n):
     if hlr_band is None:
         hlr_band = "r" if "r" in names else names[len(names) // 2]
     if hlr_band not in names:
@@ -737,7 +809,7 @@ def _check_options(names, aperture_diameter, centre, hlr_band, detection_band,
                              f"({n}, {len(names)}), got shape {background.shape}") from None
     if not growth_step > 0:
         raise ValueError(f"growth_step must be a positive number of pixels, got {growth_step}")
-    return aperture_diameter, centre, hlr_band, detection_band, background
+    return centre, hlr_band, detection_band, background
 
 
 def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre",
@@ -759,7 +831,10 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         Band names (``"grz"``); required for bare arrays, checked against
         ``meta['BANDS']`` otherwise.
     aperture_diameter : float or `~astropy.units.Quantity`, optional
-        Aperture diameter in pixels (default 12, the paper's choice).
+        Aperture diameter in pixels (default 12, the paper's choice), or an
+        angle (``3 * u.arcsec``), converted to pixels with each image's pixel
+        scale: its WCS, else ``pixel_scale`` (default 0.262 arcsec per
+        pixel).  Images whose scales differ get different pixel apertures.
     centre : {'centre', 'centroid'}, (x, y) or array of shape (n, 2), optional
         Where the aperture and the curve of growth are centred, in 0-based
         pixel coordinates.  ``'centre'`` (default) is the cutout centre
@@ -795,7 +870,8 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         (``1 - b/a`` of the second moments inside ``4 r_half``).
     pixel_scale : float or `~astropy.units.Quantity`, optional
         Pixel scale in arcsec per pixel for images without a celestial WCS
-        (default 0.262, the Legacy Survey's).  A WCS, when present, wins.
+        (default 0.262, the Legacy Survey's), for ``r_half`` and an angular
+        ``aperture_diameter``.  A WCS, when present, wins.
     chunk_size : int, optional
         Images processed at once (bounds the memory used).
     errors : {'auto', 'uncertainty', 'sky', None}, optional
@@ -810,7 +886,10 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
     -------
     `~astropy.table.QTable`
         One row per image, in input order, with columns ``x_centre``,
-        ``y_centre`` [pix]; per band ``flux_<b>`` [nmgy], ``mag_<b>`` [mag, AB],
+        ``y_centre`` [pix]; ``sky_centroid`` (`~astropy.coordinates.SkyCoord`,
+        the same centre on the sky) when at least one image carries a
+        celestial WCS (NaN for those that do not; no column for bare arrays
+        or images without WCS); per band ``flux_<b>`` [nmgy], ``mag_<b>`` [mag, AB],
         ``background_<b>`` [nmgy]; colours ``<b1>_<b2>`` [mag] of consecutive
         bands; ``r_half`` [arcsec]; the morphology columns when asked; and
         ``flags`` (`MeasurementFlag` bits).  Magnitudes, colours and
@@ -820,17 +899,20 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         masked where the flux or its error is not finite (or the flux not
         positive, for magnitudes).
         ``meta`` records the settings under FITS-safe keys: ``BANDS``,
-        ``APERDIAM`` (pixels), ``CENTRE``, ``HLRBAND``, ``BKG``, ``ZEROPT``,
-        ``PIXSCALE`` (arcsec/pixel) and ``FLAGBITS`` (and ``ERRORS``, the
-        error source, when there are errors).
+        ``APERDIAM`` (pixels; ``"varies"`` for an angular aperture on
+        images of different pixel scales), ``CENTRE``, ``HLRBAND``, ``BKG``,
+        ``ZEROPT``, ``PIXSCALE`` (arcsec/pixel) and ``FLAGBITS`` (and
+        ``APERARC``, the diameter in arcsec, when it was given as an angle;
+        ``ERRORS``, the error source, when there are errors).
 
     Raises
     ------
     ValueError
         For a bare array without ``bands``, band counts that disagree, images
-        with different bands, an aperture that does not fit in the cutout, an
-        unknown ``centre``, ``background``, ``hlr_band``, ``centroid_method``
-        or ``errors``, or ``errors='uncertainty'`` for images without one.
+        with different bands, an aperture that does not fit in the cutout
+        (or is neither a number of pixels nor an angle), an unknown
+        ``centre``, ``background``, ``hlr_band``, ``centroid_method`` or
+        ``errors``, or ``errors='uncertainty'`` for images without one.
     TypeError, FileNotFoundError, astropy.units.UnitConversionError
         From `astro_sbgm.io.read_images` for inputs it cannot read.
 
@@ -851,11 +933,12 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         errors = None
     if errors not in ("auto", "uncertainty", "sky", None):
         raise ValueError(f"errors must be 'auto', 'uncertainty', 'sky' or None, got {errors!r}")
-    names, scales, groups, error_source = _parse_input(images, bands, pixel_scale, errors)
+    names, scales, groups, error_source, wcss = _parse_input(
+        images, bands, pixel_scale, errors)
     n = int(sum(g.rows.size for g in groups))
-    aperture_diameter, centre, hlr_band, detection_band, background = _check_options(
-        names, aperture_diameter, centre, hlr_band, detection_band, centroid_method,
-        background, growth_step, n)
+    diameters, aperture_arcsec = _aperture_diameters(aperture_diameter, scales)
+    centre, hlr_band, detection_band, background = _check_options(
+        names, centre, hlr_band, detection_band, centroid_method, background, growth_step, n)
     chunk_size = max(int(chunk_size), 1)
     nb = len(names)
     hlr_index = names.index(hlr_band)
@@ -870,23 +953,32 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         for key in _MORPHOLOGY:
             res[key] = np.full(n, np.nan)
     for group in groups:
-        for start in range(0, group.rows.size, chunk_size):
-            local = np.arange(start, min(start + chunk_size, group.rows.size))
-            rows = group.rows[local]
-            chunk = group.read(local)
-            chunk_centre = centre if isinstance(centre, str) else centre[rows]
-            chunk_bkg = background if isinstance(background, str) else background[rows]
-            chunk_var = (group.read_var(local) if error_source == "uncertainty" else None)
-            out = _measure_chunk(chunk, names, hlr_index, det_index, chunk_centre,
-                                 aperture_diameter / 2.0, chunk_bkg, background_width,
-                                 growth_step, morphology, centroid_method,
-                                 errors=error_source, var=chunk_var)
-            for key, value in out.items():
-                res[key][rows] = value
+        # one aperture per group of images of one shape and one aperture in pixels
+        # (an angular aperture differs between images of different pixel scales)
+        group_diameters = diameters[group.rows]
+        for diameter in np.unique(group_diameters):
+            members = np.flatnonzero(group_diameters == diameter)
+            for start in range(0, members.size, chunk_size):
+                local = members[start:start + chunk_size]
+                rows = group.rows[local]
+                chunk = group.read(local)
+                chunk_centre = centre if isinstance(centre, str) else centre[rows]
+                chunk_bkg = background if isinstance(background, str) else background[rows]
+                chunk_var = (group.read_var(local) if error_source == "uncertainty"
+                             else None)
+                out = _measure_chunk(chunk, names, hlr_index, det_index, chunk_centre,
+                                     diameter / 2.0, chunk_bkg, background_width,
+                                     growth_step, morphology, centroid_method,
+                                     errors=error_source, var=chunk_var)
+                for key, value in out.items():
+                    res[key][rows] = value
 
     table = QTable()
     table["x_centre"] = res["centre"][:, 0] * u.pix
     table["y_centre"] = res["centre"][:, 1] * u.pix
+    sky = _sky_centroids(res["centre"], wcss)
+    if sky is not None:
+        table["sky_centroid"] = sky
     mags = {}
     for i, b in enumerate(names):
         flux = res["flux"][:, i]
@@ -909,7 +1001,8 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
     # FITS-safe keys (<= 8 characters, scalar values) so that .fits output keeps them
     table.meta.update({
         "BANDS": ",".join(names),
-        "APERDIAM": aperture_diameter,
+        "APERDIAM": (float(diameters[0]) if np.all(diameters == diameters[0])
+                     else "varies"),
         "CENTRE": centre if isinstance(centre, str) else "given",
         "HLRBAND": hlr_band,
         "BKG": (f"sigma-clipped median of the outer {background_width}-px frame, source "
@@ -918,6 +1011,8 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         "PIXSCALE": float(scales[0]) if np.all(scales == scales[0]) else "varies",
         "FLAGBITS": ",".join(f"{f.name}={int(f.value)}" for f in MeasurementFlag),
     })
+    if aperture_arcsec is not None:
+        table.meta["APERARC"] = aperture_arcsec
     if error_source is not None:
         table.meta["ERRORS"] = ("image uncertainty, sqrt(sum w sigma^2) over the aperture"
                                 if error_source == "uncertainty" else
