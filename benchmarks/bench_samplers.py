@@ -45,19 +45,23 @@ def main():
     size = model.image_size
     warnings.simplefilter("ignore")
     train = make_mock_legacy_survey(args.n_train, size=size, seed=1)[:args.n]
-    held_cat = measure_galaxies(make_mock_legacy_survey(args.n, size=size, seed=777))
+    held = make_mock_legacy_survey(args.n, size=size, seed=777)
+    held_cat = measure_galaxies(held)
+    held_rt_cat = measure_galaxies(model.round_trip(held))   # like for like with the fakes
+    floor = synthetic_galaxy_distance(held_rt_cat, held_cat).total
     base = synthetic_galaxy_distance(measure_galaxies(train), held_cat,
                                      bootstrap=args.bootstrap, seed=args.seed)
     print(f"{time.strftime('%Y-%m-%d %H:%M')}  model {args.model} ({model.n_steps_} steps); "
-          f"baseline SGD {base.total:.3f} +/- {base.bootstrap_std:.3f} ({args.n} each)",
-          flush=True)
+          f"baseline SGD {base.total:.3f} +/- {base.bootstrap_std:.3f} ({args.n} each); "
+          f"normalisation floor {floor:.4f}", flush=True)
     runs = [(s, int(k)) for s in args.samplers.split(",") for k in args.steps.split(",")]
     if args.reference_steps:
         runs.append(("ddpm", args.reference_steps))
-    rows = [_evaluate(model, held_cat, base.total, args.n, s, k, args.seed, 64, args.bootstrap)
-            for s, k in runs]
+    rows = [_evaluate(model, held_cat, base.total, args.n, s, k, args.seed, 64, args.bootstrap,
+                      held_rt_cat) for s, k in runs]
     table = QTable(rows=rows)
     table.meta["baseline_sgd"] = base.total
+    table.meta["norm_floor"] = floor
     if args.out:
         table.write(args.out, format="ascii.ecsv", overwrite=True)
     ref = [r["sgd"] for r in rows if r["sampler"] == "ddpm"]
