@@ -35,7 +35,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy.nddata import CCDData
 from scipy import stats
 
 from astro_sbgm import GalaxyDiffusion

@@ -1,4 +1,4 @@
-"""The command line with the bundled model: quickstart, sample --pretrained, inpaint --pretrained."""
+"""The command line with the bundled model: quickstart, sample and inpaint --pretrained."""
 
 import json
 
