@@ -452,7 +452,7 @@ def _input_uncertainty(image, ccd, shape, factor, dtype):
 
 def _check_mask_bits(mask_bits):
     """``mask_bits`` as a list, each bit checked (unknown names refused by name)."""
-    from .surveys import LEGACY_SURVEY_MASKBITS
+    from ._maskbits import LEGACY_SURVEY_MASKBITS
 
     bits = [mask_bits] if isinstance(mask_bits, (str, int, np.integer)) else list(mask_bits)
     if not bits:

@@ -1041,7 +1041,7 @@ def read_mask(mask, bits=None, hdu=None, bands=None, definitions=None):
             out = np.broadcast_to(out, (len(names),) + out.shape).copy()
         return out
     if definitions is None:
-        from .surveys import LEGACY_SURVEY_MASKBITS as definitions
+        from ._maskbits import LEGACY_SURVEY_MASKBITS as definitions
         label = "Legacy Survey MASKBITS"
     else:
         definitions = {str(k).upper(): int(v) for k, v in dict(definitions).items()}
