@@ -110,3 +110,34 @@ def pytest_configure(config):
     from astro_sbgm import __version__
 
     TESTED_VERSIONS["astro_sbgm"] = __version__
+
+
+class _GaussianEps(torch.nn.Module):
+    """The exact noise prediction for data whose pixels are i.i.d. N(mu, s^2) (scaled)."""
+
+    def __init__(self, schedule, mu, s):
+        super().__init__()
+        self.schedule, self.mu, self.s = schedule, mu, s
+
+    def forward(self, x, t):
+        a, sg = self.schedule.alpha_sigma(t.to(torch.float64))
+        a = a.to(x.dtype).reshape(-1, 1, 1, 1)
+        sg = sg.to(x.dtype).reshape(-1, 1, 1, 1)
+        return sg * (x - a * self.mu) / (a ** 2 * self.s ** 2 + sg ** 2)
+
+
+@pytest.fixture(scope="session")
+def gaussian_sky_model():
+    """Builder of a model copy whose denoiser is exact for i.i.d. N(mu, s^2) pixels (nanomaggy)."""
+    import copy
+
+    def build(model, mu, s):
+        fake = copy.deepcopy(model)
+        # the scaled mean and sky sigma, through the model's own (linear) scaler
+        flux = np.broadcast_to(np.array([mu, mu + s]).reshape(1, 1, 2), (3, 1, 2))
+        lo, hi = fake.scaler_.transform(flux)[0, 0]
+        net = _GaussianEps(fake.schedule_, float(lo), float(hi - lo))
+        fake.net_, fake.ema_net_, fake.objective = net, net, "eps"
+        return fake
+
+    return build

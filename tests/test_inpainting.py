@@ -1,7 +1,6 @@
 """Tests of inpainting (astro_sbgm.inpainting) on a tiny model trained on round blobs."""
 
 import argparse
-import copy
 import hashlib
 import warnings
 
@@ -185,38 +184,13 @@ def test_uncertainty_of_an_input_without_one(model, held_out):
     assert inpaint(model, bare, mask, n_draws=1, seed=7).uncertainty is None
 
 
-class _GaussianEps(torch.nn.Module):
-    """The exact noise prediction for data whose pixels are i.i.d. N(mu, s^2)."""
-
-    def __init__(self, schedule, mu, s):
-        super().__init__()
-        self.schedule, self.mu, self.s = schedule, mu, s
-
-    def forward(self, x, t):
-        a, sg = self.schedule.alpha_sigma(t.to(torch.float64))
-        a = a.to(x.dtype).reshape(-1, 1, 1, 1)
-        sg = sg.to(x.dtype).reshape(-1, 1, 1, 1)
-        return sg * (x - a * self.mu) / (a ** 2 * self.s ** 2 + sg ** 2)
-
-
-def _gaussian_sky_model(model, mu, s):
-    """A copy of ``model`` whose denoiser is exact for i.i.d. N(mu, s^2) pixels (nanomaggy)."""
-    fake = copy.deepcopy(model)
-    # the scaled mean and sky sigma, through the model's own (linear) scaler
-    flux = np.broadcast_to(np.array([mu, mu + s]).reshape(1, 1, 2), (3, 1, 2))
-    lo, hi = fake.scaler_.transform(flux)[0, 0]
-    net = _GaussianEps(fake.schedule_, float(lo), float(hi - lo))
-    fake.net_, fake.ema_net_, fake.objective = net, net, "eps"
-    return fake
-
-
-def test_draws_carry_the_sky_noise_their_mean_does_not(model):
+def test_draws_carry_the_sky_noise_their_mean_does_not(model, gaussian_sky_model):
     # the paper's ancestral method with an exact denoiser of i.i.d. Gaussian "sky" pixels:
     # each draw's filled pixels follow N(mu, sky^2) exactly, so any loss of noise in what
     # is returned comes from the plumbing (averaging, adding sky, ...), not the sampler
     method = "paper"
     mu, sky = 0.8, 0.05
-    fake = _gaussian_sky_model(model, mu, sky)
+    fake = gaussian_sky_model(model, mu, sky)
     rng = np.random.default_rng(3)
     data = rng.normal(mu, sky, (3, SIZE, SIZE)).astype(np.float32)
     img = CCDData(data, unit=u.nanomaggy, meta={"BANDS": "g,r,z"},
