@@ -23,39 +23,39 @@ torch.set_num_threads(1)
 
 #: (sha256 of the float32 bytes, first value) per output; nfe where the output has one.
 PINNED = {
-    'elbo': 
+    'elbo':
         {'sha256': '080aaca0461ce51edc2de0dd', 'first': -1005.3082275390625, 'nfe': None},
-    'inpaint_boxes': 
+    'inpaint_boxes':
         {'sha256': '743ff0e29a9d417bb7adb4e1', 'first': 0.003669113852083683, 'nfe': 100},
-    'inpaint_fast': 
+    'inpaint_fast':
         {'sha256': '9e670e869a539fae5d5b4c86', 'first': 0.003669113852083683, 'nfe': 50},
-    'inpaint_paper': 
+    'inpaint_paper':
         {'sha256': 'ef7d0abc6e2de96f8787543e', 'first': -0.00667467899620533, 'nfe': 39},
-    'ode': 
+    'ode':
         {'sha256': '5f4e17d16e8e83fa55fa26c7', 'first': -982.286865234375, 'nfe': 3},
-    'sample_ddim_raw': 
+    'sample_ddim_raw':
         {'sha256': '16506fe6cd9873d67f678e2f', 'first': 0.17836928367614746, 'nfe': 5},
-    'sample_ddpm': 
+    'sample_ddpm':
         {'sha256': '9d4c72c8451d7564a2da38cc', 'first': 0.3966512680053711, 'nfe': 40},
-    'sample_dpmpp2m': 
+    'sample_dpmpp2m':
         {'sha256': 'e30557b52138fb6a675dd3da', 'first': 0.3721398115158081, 'nfe': 6},
-    'sample_edm': 
+    'sample_edm':
         {'sha256': '6c68b96dc7b6dd0d399fa08f', 'first': 0.9252384901046753, 'nfe': 4},
-    'sample_eps': 
+    'sample_eps':
         {'sha256': '25ca14dc0950891a1dd76f6c', 'first': -0.06339764595031738, 'nfe': 4},
-    'sample_heun_one': 
+    'sample_heun_one':
         {'sha256': 'b16e460c6fa0f7f1ce5275cb', 'first': 0.0, 'nfe': 9},
-    'train_edm': 
+    'train_edm':
         {'sha256': 'f1825408928c328e70e897b7', 'first': 0.024483878165483475, 'nfe': None},
-    'train_eps': 
+    'train_eps':
         {'sha256': '65e489ec65df67bfebd3c142', 'first': 0.022916708141565323, 'nfe': None},
-    'train_history': 
+    'train_history':
         {'sha256': '4cace3b4a60d381ae98375a6', 'first': 1.209135890007019, 'nfe': None},
-    'train_weights': 
+    'train_weights':
         {'sha256': '49d2a117630fe021de7b782e', 'first': 0.025271620601415634, 'nfe': None},
-    'transfer_ddpm': 
+    'transfer_ddpm':
         {'sha256': '5a3825d38f6b399f7a846e0b', 'first': 0.48554909229278564, 'nfe': 13},
-    'transfer_default': 
+    'transfer_default':
         {'sha256': 'd7281cb9dde9973513a0c23e', 'first': 0.09966772794723511, 'nfe': 6},
 }
 
@@ -181,5 +181,5 @@ def test_every_output_is_pinned(outputs):
 if __name__ == "__main__":
     for key, (arr, nfe) in sorted({**_outputs(_build()), **_other_objectives()}.items()):
         digest, first = _digest(arr)
-        print(f"    {key!r}: {
-        {'sha256': {digest!r}, 'first': {first!r}, 'nfe': {nfe!r}}},")
+        print(f"    {key!r}:\n        {{'sha256': {digest!r}, 'first': {first!r}, "
+              f"'nfe': {nfe!r}}},")
