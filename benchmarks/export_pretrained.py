@@ -7,6 +7,10 @@ Usage (the bundled ``mock-legacy-grz-64`` was written with)::
 
 ``--run`` is the folder of ``benchmarks/train_pretrained.py`` (``model/`` and
 ``run.json``), ``--quality`` the output of ``benchmarks/eval_pretrained.py``.
+A run that continued a model (``train_pretrained.py --init-from``) needs
+``--previous-card``, the card of the model it started from (copy it before the
+export overwrites it): the new card then records the whole history, steps,
+images and training seconds of both runs.
 The weight average is stored as float16 safetensors with the model's JSON
 config and ``card.json`` (`astro_sbgm.pretrained.info`).
 """
@@ -23,9 +27,34 @@ def main(argv=None):
     p.add_argument("--run", required=True)
     p.add_argument("--quality", required=True)
     p.add_argument("--name", default=pretrained.DEFAULT_MODEL)
+    p.add_argument("--previous-card", default=None,
+                   help="card.json of the model a continued run started from")
     a = p.parse_args(argv)
     run = json.loads(Path(a.run, "run.json").read_text())
     quality = json.loads(Path(a.quality).read_text())
+    command = ("python benchmarks/train_pretrained.py --out RUN --threads 1 "
+               "--checkpoint-every 250 (resumed after SIGTERM, see calls)")
+    stages = []
+    if run["calls"] and run["calls"][0].get("init_from"):
+        if a.previous_card is None:
+            p.error(f"the run continued {run['calls'][0]['init_from']!r}: give its card with "
+                    "--previous-card")
+        before = json.loads(Path(a.previous_card).read_text())["training"]
+        stages = before.get("stages") or [
+            {"n_steps": before["n_steps"], "images_seen": before["images_seen"],
+             "train_seconds": before["train_seconds"], "hardware": before["hardware"],
+             "calls": before["calls"], "command": before.get("command")}]
+        stages = stages + [{
+            "n_steps": run["n_steps"] - stages[-1]["n_steps"],
+            "images_seen": run["images_seen"] - stages[-1]["images_seen"],
+            "train_seconds": run["train_seconds"], "hardware": run["hardware"],
+            "calls": run["calls"],
+            "command": command.replace("--out RUN", "--out RUN --init-from "
+                                       + run["calls"][0]["init_from"]),
+            "note": "continued from the weight average of the previous stage with "
+                    "fit(warm_start=True): Adam, the learning-rate warm-up, the data order "
+                    "and the weight average's ramp-up start afresh"}]
+        run = dict(run, train_seconds=round(sum(s["train_seconds"] for s in stages), 1))
     card = {
         "description": (f"64x64 grz galaxies of the package's mock Legacy Survey "
                         f"({run['n_train']} training cutouts, {run['n_steps']} steps): "
@@ -37,8 +66,7 @@ def main(argv=None):
             "configuration": run["params"], "n_steps": run["n_steps"],
             "images_seen": run["images_seen"], "train_seconds": run["train_seconds"],
             "hardware": run["hardware"], "calls": run["calls"],
-            "command": "python benchmarks/train_pretrained.py --out RUN --threads 1 "
-                       "--checkpoint-every 250 (resumed after SIGTERM, see calls)",
+            "command": command,
         },
         "quality": quality,
         "quality_command": "python benchmarks/eval_pretrained.py --model RUN/model --run RUN "
@@ -47,12 +75,15 @@ def main(argv=None):
             "A model of the mock survey (GalSim galaxies with DR9-like PSF and noise), not of "
             "the real sky; fine-tune it on real cutouts (fit(..., warm_start=True)) or use the "
             "paper's released models (GalaxyDiffusion.from_astroddpm) for real data.",
-            "Trained on 2 CPU cores for about two hours: far from converged (see the curve of "
-            "SGD against images seen).",
+            f"Trained on 2 CPU cores for {run['train_seconds'] / 3600:.1f} hours: far from "
+            "converged (see the curve of SGD against images seen).",
             "Only the weight average (EMA) is shipped, in float16; it also serves as the raw "
             "weights after loading.",
         ],
     }
+    if stages:
+        card["training"]["stages"] = stages
+        card["training"]["command"] = " ; then ".join(s["command"] for s in stages)
     out = pretrained.export(Path(a.run, "model"), a.name, card, overwrite=True)
     print(f"wrote {out}")
 

@@ -44,6 +44,11 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=120.0, help="wall-clock budget of this call")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--device", default="auto")
+    p.add_argument("--init-from", default=None,
+                   help="continue training a saved or bundled model (a folder written by "
+                   "GalaxyDiffusion.save, or a name of astro_sbgm.pretrained.available()) "
+                   "with fit(warm_start=True): its weights, weight average and flux scaling "
+                   "are kept; Adam and the data order start afresh")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 on a machine shared with other work: two "
                    "threads that share their cores with another process run slower than one)")
@@ -64,7 +69,13 @@ def main(argv=None):
         np.save(out / ".tmp.npy", train)
         os.replace(out / ".tmp.npy", cache)
     t_data = time.time() - t0
-    model = GalaxyDiffusion(image_size=a.size, device=a.device)
+    if a.init_from is None:
+        model = GalaxyDiffusion(image_size=a.size, device=a.device)
+    elif Path(a.init_from).is_dir():
+        model = GalaxyDiffusion.load(a.init_from, device=a.device)
+    else:
+        model = GalaxyDiffusion.pretrained(a.init_from, device=a.device)
+    steps_before = int(getattr(model, "n_steps_", 0))
     ckpt = out / "checkpoints"
     resume = ckpt.exists() and any(ckpt.glob("checkpoint-*.json"))
     t1 = time.time()
@@ -72,7 +83,7 @@ def main(argv=None):
     try:
         model.fit(train, steps=a.steps, checkpoint_dir=ckpt, bands="grz",
                   checkpoint_every=a.checkpoint_every, resume=resume,
-                  time_limit=a.minutes * 60.0)
+                  time_limit=a.minutes * 60.0, warm_start=a.init_from is not None)
     except TrainingInterrupted as stop:     # checkpointed at this step; save what we have
         print(stop, file=sys.stderr)
         code = stop.exit_code
@@ -83,7 +94,8 @@ def main(argv=None):
     if info_path.exists():
         runs = json.loads(info_path.read_text()).get("calls", [])
     runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0)),
-                 "resumed": bool(resume), "train_seconds": round(t_train, 1),
+                 "resumed": bool(resume), "init_from": a.init_from,
+                 "steps_before": steps_before, "train_seconds": round(t_train, 1),
                  "data_seconds": round(t_data, 1), "steps_after": int(model.n_steps_),
                  "threads": torch.get_num_threads(), "exit_code": code})
     info = {"n_train": a.n_train, "size": a.size, "train_seed": TRAIN_SEED,
