@@ -86,7 +86,8 @@ def main(argv=None):
     p.add_argument("--skip", default="", help="comma list of parts to skip: samplers,curve,"
                    "memorisation")
     p.add_argument("--curve-from", help="JSON of curve points measured before (same n-curve, "
-                   "held-out set and sampler): only the missing checkpoints are measured")
+                   "held-out set and sampler; e.g. those of the model a continued run started "
+                   "from): checkpoints at steps already measured are skipped")
     p.add_argument("--out", default="docs/_static")
     p.add_argument("--prefix", default="pretrained")
     p.add_argument("--json", default="card-quality.json")
@@ -194,10 +195,14 @@ def main(argv=None):
         base = float(_sgd(cats[1][:m], cats[0][:m]).total)
         points = json.loads(Path(a.curve_from).read_text())["points"] if a.curve_from else []
         done = {q["step"] for q in points}
-        if a.curve_from:   # the earlier points were measured; add the final model's
-            pick = [rec for rec in pick if rec == records[-1]]
+        # a run that continued another model (train_pretrained.py --init-from) counts its
+        # checkpoints from 0: the model's steps are those before plus the checkpoint's
+        run_info = Path(a.run, "run.json")
+        calls = json.loads(run_info.read_text()).get("calls", []) if run_info.exists() else []
+        offset = int(calls[0].get("steps_before", 0)) if calls else 0
         for rec in pick:
             info = json.loads(rec.read_text())
+            info["step"] = offset + int(info["step"])
             if int(info["step"]) in done:
                 continue
             if int(info["step"]) == res["n_steps"]:   # the model itself: its first m galaxies
