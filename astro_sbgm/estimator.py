@@ -32,17 +32,22 @@ from safetensors.torch import load_file, save_file
 from ._astroddpm import released_sampler_options
 from ._version import __version__
 from .bands import parse_bands
+from ._conditions import ConditionStats, check_condition_names, measure_conditions, read_conditions
 from .diffusion import (DiffusionSchedule, Denoiser, OBJECTIVES, GRIDS, get_sampler, make_grid,
                         reverse_process)
 from .io import AstroSBGMInputWarning, make_tan_wcs, read_images, select_bands, to_model_grid
+from .diffusion.guidance import ClassifierFreeGuidance
+from .exceptions import AstroSBGMConditionWarning
 from .nn import UNet
 from .preprocessing import FluxScaler
+from .training_data import (SCALER_IMAGES, StreamingData, default_num_workers,
+                            fit_flux_scaler, open_training_set)
 from . import distributed as _dist
 from .training import (AstroSBGMTrainingWarning, Trainer, TrainingInterrupted,
                        autocast_forward, latest_checkpoint, refuse_foreign_checkpoint_dir,
                        tf32 as _allow_tf32, _fsync, _share_like_other_files)
 
-__all__ = ["GalaxyDiffusion", "NotFittedError", "PRESETS"]
+__all__ = ["GalaxyDiffusion", "NotFittedError", "PRESETS", "QUICKSTART"]
 
 MODEL_FORMAT = "astro_sbgm model"
 
@@ -56,7 +61,19 @@ PRESETS = {
                   timesteps=1000, objective="eps", loss="l2", min_snr_gamma=None,
                   scaling="linear", flux_lower=0.0, flux_upper="kmeans", flux_softening=0.05,
                   batch_size=56, continuous_time=False),
+    # the small model of ``astro-sbgm quickstart --train``: about 8 minutes on 2 CPU cores
+    "quickstart": dict(image_size=32, dim=32, dim_mults=(1, 2, 2),
+                       attention_levels=(False, False, True), objective="v", batch_size=32,
+                       learning_rate=1e-3, lr_warmup=100, ema_halflife=10_000, ema_rampup=0.1),
 }
+
+#: The settings of ``astro-sbgm quickstart`` (`astro_sbgm.cli.run_quickstart`):
+#: ``n_samples`` galaxies drawn with ``sample_steps`` sampler steps from the
+#: bundled model; with ``--train``, the ``"quickstart"`` preset trained on
+#: ``n_train`` mock galaxies of ``size`` pixels for at most ``steps`` steps or
+#: ``minutes`` minutes.
+QUICKSTART = dict(n_train=2000, size=32, steps=3000, minutes=8.0, n_samples=64,
+                  sample_steps=10, model=PRESETS["quickstart"])
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -154,6 +171,19 @@ class GalaxyDiffusion:
         The half-life never exceeds this fraction of the images seen.
     augment : bool
         Random flips and 90-degree rotations during training.
+    conditions : sequence of str, optional
+        Catalogue properties the model is conditioned on (classifier-free
+        guidance, Ho & Salimans 2022): columns of
+        `astro_sbgm.metrics.measure_galaxies` (``"mag_r"``, ``"r_half"``,
+        ``"g_r"``, ``"r_z"``, ``"flux_g"``, ``"ellipticity"``, ...).  `fit`
+        measures them on the training images (or takes a row-aligned table,
+        ``fit(X, conditions=table)``) and standardises them; `sample` and
+        `sample_like` then draw galaxies to order.  None (the default): an
+        unconditional model, as the paper's.
+    condition_dropout : float
+        Fraction of the training batches' condition rows dropped, so that one
+        network learns both the conditional and the unconditional prediction
+        that guidance combines.
     continuous_time : bool
         Train on timesteps drawn from the interval ``[0, T - 1]`` (default)
         rather than the integers (the paper): the few-step samplers evaluate
@@ -184,7 +214,8 @@ class GalaxyDiffusion:
                  timesteps=1000, objective="v", loss="l2", min_snr_gamma=None,
                  scaling="asinh", flux_lower="auto", flux_upper=100.0, flux_softening="auto",
                  batch_size=16, learning_rate=2e-4, lr_warmup=100, grad_clip=1.0,
-                 ema_halflife=20_000, ema_rampup=0.1, augment=True, continuous_time=True,
+                 ema_halflife=20_000, ema_rampup=0.1, augment=True, conditions=None,
+                 condition_dropout=0.15, continuous_time=True,
                  device="auto", seed=0):
         self.image_size = image_size
         self.bands = bands
@@ -208,6 +239,8 @@ class GalaxyDiffusion:
         self.ema_halflife = ema_halflife
         self.ema_rampup = ema_rampup
         self.augment = augment
+        self.conditions = conditions
+        self.condition_dropout = condition_dropout
         self.continuous_time = continuous_time
         self.device = device
         self.seed = seed
@@ -308,6 +341,12 @@ class GalaxyDiffusion:
         for k, v in self.get_params().items():
             out[k] = list(v) if isinstance(v, tuple) else v
         out["bands"] = list(parse_bands(self.bands))
+        if not self.conditions:
+            # an unconditional model's parameters read as before conditions existed, so
+            # its checkpoints and saved files compare equal to those of earlier versions
+            del out["conditions"], out["condition_dropout"]
+        else:
+            out["conditions"] = list(check_condition_names(self.conditions, out["bands"]))
         return out
 
     def _validate(self):
@@ -323,6 +362,10 @@ class GalaxyDiffusion:
             raise ValueError(f"unknown objective {self.objective!r}; known: {OBJECTIVES}")
         if not float(self.pixel_scale) > 0:
             raise ValueError(f"pixel_scale must be > 0 arcsec, got {self.pixel_scale}")
+        self.condition_names_ = check_condition_names(self.conditions, self.bands_)
+        if not 0.0 <= float(self.condition_dropout) < 1.0:
+            raise ValueError(f"condition_dropout must lie in [0, 1), got "
+                             f"{self.condition_dropout}")
 
     # ------------------------------------------------------------------ building blocks
     def _build(self):
@@ -330,7 +373,8 @@ class GalaxyDiffusion:
         torch.manual_seed(int(self.seed))
         self.net_ = UNet(in_channels=len(self.bands_), dim=int(self.dim),
                          dim_mults=tuple(self.dim_mults),
-                         attention_levels=self.attention_levels)
+                         attention_levels=self.attention_levels,
+                         cond_dim=len(self.condition_names_))
         self.schedule_ = DiffusionSchedule.from_name(self.schedule, int(self.timesteps))
         self.scaler_ = FluxScaler(upper=self.flux_upper, lower=self.flux_lower,
                                   stretch=self.scaling, softening=self.flux_softening)
@@ -391,7 +435,8 @@ class GalaxyDiffusion:
     # ------------------------------------------------------------------ fit
     def fit(self, X, steps=1000, checkpoint_dir=None, checkpoint_every=1000, resume=False,
             progress=True, bands=None, warm_start=False, precision="fp32", compile=False,
-            allow_tf32=False, time_limit=None):
+            allow_tf32=False, time_limit=None, stream="auto", num_workers=None,
+            scaler_images=SCALER_IMAGES, conditions=None):
         """Train the model on galaxy images.
 
         Launched by ``torchrun`` with several processes, the call trains with
@@ -407,7 +452,12 @@ class GalaxyDiffusion:
         X : object
             Training images: anything `astro_sbgm.io.read_images` accepts (a
             list of CCDData, FITS paths, a directory or glob of FITS files, a
-            4-D array with ``bands=``), or a `torch.utils.data.Dataset`.
+            4-D array with ``bands=``), the ``index.ecsv`` table that
+            `astro_sbgm.surveys.make_cutouts` writes (or a table with a
+            ``file`` column), a cutout store
+            (`astro_sbgm.training_data.write_cutout_store`: its folder or the
+            `~astro_sbgm.training_data.CutoutStore`), or a
+            `torch.utils.data.Dataset` of images or ``(band, y, x)`` arrays.
         steps : int
             Total optimizer steps.  With ``resume=True`` training continues
             from the last checkpoint up to this total.
@@ -445,6 +495,39 @@ class GalaxyDiffusion:
             Wall-clock budget in seconds: training stops after the step that
             exceeds it, even if ``steps`` is not reached (`n_steps_` says how
             far it got).
+        stream : bool or "auto"
+            Read the images from disk while training (through a
+            `torch.utils.data.DataLoader`) instead of holding them in memory.
+            The batches, and so the trained weights, are the same bit for bit
+            either way (see `astro_sbgm.training_data`).  ``"auto"`` streams
+            a cutout store and a Dataset, and a directory, glob or index table
+            whose images would take more than 1 GiB as float32 on the model
+            grid; True requires one of those inputs.
+        num_workers : int, optional
+            DataLoader worker processes reading ahead when streaming (0: read
+            in the training process); default
+            `~astro_sbgm.training_data.default_num_workers` (this process's
+            share of the cores, minus one).
+        scaler_images : int
+            When streaming, the flux scaler's statistics (k-means truncation
+            point, sky sigma) are measured on at most this many images, evenly
+            spaced through the set and read once (all of them for a smaller
+            set, which gives the in-memory fit exactly).
+        conditions : `~astropy.table.QTable`, `~astropy.table.Table` or dict, optional
+            For a conditional model (``GalaxyDiffusion(conditions=[...])``):
+            the properties of the training images, one row per image in
+            their order, with units (magnitudes and colours in mag,
+            ``r_half`` in an angle or in pixels, ...); other columns are
+            ignored.  By default the properties are measured on the training
+            images with `astro_sbgm.metrics.measure_galaxies` (default
+            settings), so that requests live in the measurement system that
+            checks the draws.  Rows with a property that is masked, NaN or
+            cannot be measured train unconditionally (counted in an
+            `~astro_sbgm.exceptions.AstroSBGMConditionWarning`).  The values
+            are standardised (mean and standard deviation stored with the
+            model); a fine-tune (``warm_start=True``) of a model with the same
+            conditions keeps its standardisation, one of an unconditional
+            model gets a new, zero-initialised condition embedding.
 
         Returns
         -------
@@ -481,7 +564,18 @@ class GalaxyDiffusion:
             raise ValueError("resume=True needs checkpoint_dir= (where the checkpoints are)")
         if checkpoint_dir is not None:  # before anything of a fitted model is replaced
             refuse_foreign_checkpoint_dir(checkpoint_dir)
-        fluxes = self.prepare(X, bands=bands)
+        self._validate()
+        source, streamed = open_training_set(X, self.bands_, int(self.image_size),
+                                             float(self.pixel_scale), input_bands=bands,
+                                             stream=stream)
+        workers = default_num_workers() if num_workers is None else int(num_workers)
+        if source is None:
+            fluxes = self.prepare(X, bands=bands)
+        elif not streamed:
+            fluxes = source.load_all()
+        else:   # one image read now: bad files, bands or grids fail before the model changes
+            fluxes = None
+            source.flux(0)
         continuing = warm_start and hasattr(self, "ema_net_")
         steps_before = int(getattr(self, "n_steps_", 0)) if continuing else 0
         if not continuing:
@@ -507,12 +601,25 @@ class GalaxyDiffusion:
                                  f"other hyper-parameters (differing: {diff}); resume with "
                                  "the same model or use a new checkpoint_dir")
             self.scaler_ = FluxScaler.from_dict(saved["scaler"])
+        elif not continuing and fluxes is None:   # a documented subsample, read once
+            self.scaler_ = _dist.run_on_main(fit_flux_scaler, self.scaler_, source,
+                                             int(scaler_images), workers)[0]
         elif not continuing:
             self.scaler_.fit(fluxes)
         if distributed:  # every rank scales with rank 0's fit
             self.scaler_ = FluxScaler.from_dict(_dist.broadcast_object(self.scaler_.to_dict()))
         config["scaler"] = self.scaler_.to_dict()
-        data = torch.from_numpy(self.scaler_.transform(fluxes))
+        cond_values = self._fit_conditions(
+            fluxes, conditions, continuing, len(source) if fluxes is None else len(fluxes),
+            saved.get("conditions") if record is not None else None)
+        if cond_values is not None:
+            config["conditions"] = self.conditions_.to_dict()
+        if fluxes is None:
+            data = StreamingData(source.scaled(self.scaler_),
+                                 (len(source),) + tuple(source.grid.shape), num_workers=workers,
+                                 pin_memory=self.device_.type == "cuda")
+        else:
+            data = torch.from_numpy(self.scaler_.transform(fluxes))
         denoiser = Denoiser(self.net_, self.schedule_, self.objective)
         seed = int(self.seed)
         if continuing:  # fresh streams for a fine-tune, never a replay of the first run
@@ -523,7 +630,9 @@ class GalaxyDiffusion:
                           ema_halflife=float(self.ema_halflife), ema_rampup=self.ema_rampup,
                           lr_warmup=int(self.lr_warmup), augment_data=bool(self.augment),
                           device=self.device_, distributed=distributed, precision=precision,
-                          compile=compile, continuous_time=bool(self.continuous_time))
+                          compile=compile, continuous_time=bool(self.continuous_time),
+                          conditions=cond_values,
+                          condition_dropout=float(self.condition_dropout))
         if continuing:
             trainer.ema.net.load_state_dict(self.ema_net_.state_dict())
         if record is not None:
@@ -537,7 +646,70 @@ class GalaxyDiffusion:
             # Ctrl-C or a scheduler's signal: the model keeps the step reached, usable
             self._adopt(trainer, continuing, steps_before, data)
             raise
+        finally:
+            if isinstance(data, StreamingData):   # stop the reading processes
+                data.close()
         return self._adopt(trainer, continuing, steps_before, data)
+
+    def _fit_conditions(self, fluxes, table, continuing, n, saved=None):
+        """The standardised condition rows of the training set (None: unconditional).
+
+        Measures (or reads from ``table``) the properties, warns about rows
+        that train unconditionally, sets `conditions_` and, for a fine-tune of
+        an unconditional network, adds the zero-initialised embedding.
+        """
+        names = self.condition_names_
+        had = getattr(self, "conditions_", None) if continuing else None
+        if not names:
+            if table is not None:
+                raise ValueError("fit(conditions=...) needs a conditional model: name the "
+                                 "properties with GalaxyDiffusion(conditions=[...]) (or "
+                                 "set_params(conditions=[...]))")
+            if had is not None or (continuing and self.net_.cond_dim):
+                raise ValueError(f"this model is conditioned on {list(had.names)}; a "
+                                 "fine-tune keeps its conditions: set_params(conditions="
+                                 f"{list(had.names)})")
+            self.conditions_ = None
+            return None
+        if continuing:
+            if had is not None and tuple(had.names) != tuple(names):
+                raise ValueError(f"this model is conditioned on {list(had.names)}, not "
+                                 f"{list(names)}; a fine-tune keeps the conditions of the "
+                                 "model (train a new model for others)")
+            if self.net_.cond_dim == 0:
+                seed = int(self.seed)
+                self.net_.add_condition_embedding(len(names), seed=seed)
+                self.ema_net_.add_condition_embedding(len(names), seed=seed)
+        if table is not None:
+            values = read_conditions(table, names, self.bands_, float(self.pixel_scale), n=n,
+                                     allow_extra=True, keyword="fit(conditions=...)")
+            if len(values) != n:
+                raise ValueError(f"fit(conditions=...) has {len(values)} rows for {n} "
+                                 "training images; give one row per image")
+            source = "table given to fit(conditions=...)"
+        elif fluxes is None:
+            raise ValueError("the properties of a streamed training set are not measured "
+                             "at fit: measure them once (astro_sbgm.metrics.measure_galaxies) "
+                             "and give the table as fit(conditions=...), or stream=False")
+        else:
+            values = measure_conditions(fluxes, names, self.bands_, float(self.pixel_scale))
+            source = ("measured on the training images by astro_sbgm.metrics.measure_galaxies "
+                      "(default settings)")
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            per = ", ".join(f"{name}: {int((~np.isfinite(values[:, j])).sum())}"
+                            for j, name in enumerate(names))
+            warnings.warn(f"{int(bad.sum())} of {len(values)} training images have a "
+                          f"property that is not measured ({per}); they train as "
+                          "unconditional images", AstroSBGMConditionWarning)
+        if saved is not None:
+            stats = ConditionStats.from_dict(saved)
+        elif had is not None:
+            stats = had
+        else:
+            stats = ConditionStats.fit(values, names, self.bands_, source)
+        self.conditions_ = stats
+        return torch.from_numpy(stats.standardise(values))
 
     def _adopt(self, trainer, continuing, steps_before, data):
         """Take the trained state from ``trainer``."""
@@ -607,10 +779,13 @@ class GalaxyDiffusion:
 
     def sample_scaled(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
                       batch_size=64, weights="ema", progress=True, start=0,
-                      precision="fp32", shard=False, **options):
+                      precision="fp32", shard=False, conditions=None, guidance_scale=1.0,
+                      **options):
         """Draw samples as a tensor in the network's [-1, 1] space.
 
-        Same arguments as `sample`; returns ``(tensor, info)`` where ``info``
+        Same arguments as `sample`, except ``conditions``: here the
+        *standardised* condition rows, an array ``(n, k)`` (see
+        `conditions_`); returns ``(tensor, info)`` where ``info``
         holds the seed, the number of network evaluations per image, the
         sampler settings and ``start``, the index of the first sample
         returned.  ``start`` offsets the per-sample seeds, so samples
@@ -625,6 +800,12 @@ class GalaxyDiffusion:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; use 'fp32' or 'bf16'")
         start = int(start)
+        first = start
+        if conditions is not None:
+            conditions = torch.as_tensor(np.asarray(conditions), dtype=torch.float32)
+            if conditions.shape != (n, self.net_.cond_dim):
+                raise ValueError(f"conditions must have shape ({n}, {self.net_.cond_dim}) "
+                                 f"(standardised rows), got {tuple(conditions.shape)}")
         if shard:
             # under torchrun: this process's GPU (cuda:LOCAL_RANK), then join the group
             device = _dist.local_device(self.device_)
@@ -659,23 +840,31 @@ class GalaxyDiffusion:
             m = min(int(batch_size), n - lo)
             gens = _sample_generators(seed, start + lo, m)
             x = torch.stack([torch.randn(shape, generator=g) for g in gens])
+            chunk_den = den
+            if conditions is not None:
+                rows = conditions[start - first + lo:start - first + lo + m]
+                if m == 1:
+                    rows = torch.cat([rows, rows])
+                chunk_den = ClassifierFreeGuidance(den, rows, guidance_scale)
             if m == 1:
                 # a batch of one runs other kernels (matrix-vector products) that round
                 # differently: pad it, so that sample i is the same whatever the batching
                 x = torch.cat([x, x])
                 gens = gens + [torch.Generator().manual_seed(0)]
-            out, used = reverse_process(den, x.to(self.device_), times, sampler,
+            out, used = reverse_process(chunk_den, x.to(self.device_), times, sampler,
                                         generator=gens, progress=progress, **options)
             chunks.append(out[:m].float().cpu())
             nfe = used
         info = {"seed": int(seed), "sampler": sampler, "steps": steps, "grid": grid,
                 "nfe": nfe, "weights": weights, "options": options, "start": start}
+        if conditions is not None:
+            info["guidance_scale"] = float(guidance_scale)
         return (torch.cat(chunks) if chunks else torch.empty((0,) + shape)), info
 
     def sample(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
                batch_size=64, weights="ema", progress=True, start=0, precision="fp32",
-               shard=False, positions=None, **options):
-        """Draw new galaxies.
+               shard=False, positions=None, conditions=None, guidance_scale=1.0, **options):
+        """Draw new galaxies, at random or to order (``conditions=``).
 
         Parameters
         ----------
@@ -718,6 +907,25 @@ class GalaxyDiffusion:
             (north up, east left, the model's pixel scale; any frame,
             stored as ICRS).  By default every galaxy sits at RA = Dec = 0,
             a placeholder: its header says so with ``POSARBIT = T``.
+        conditions : `~astropy.table.QTable`, `~astropy.table.Table` or dict, optional
+            For a conditional model: the properties wanted, exactly the
+            model's `conditions` as columns (``n`` rows, or scalars for
+            every galaxy), with units: magnitudes and colours in mag,
+            ``r_half`` in an angle or in pixels (the model's pixel scale),
+            fluxes in nanomaggies (or any f_nu unit), morphology
+            dimensionless.  A row with a masked or NaN value is drawn
+            unconditionally.  Requests outside the range of the training
+            values are warned about (`~astro_sbgm.exceptions.AstroSBGMConditionWarning`).
+            See also `sample_like`.
+        guidance_scale : float
+            Classifier-free guidance scale ``s``: the sampler uses the noise
+            prediction ``eps_u + s (eps_c - eps_u)`` of the unconditional
+            (``eps_u``) and conditional (``eps_c``) predictions of the one
+            network.  ``s = 1`` (default) is the conditional model, ``s = 0``
+            the unconditional one, ``s > 1`` trades diversity for agreement
+            with the request.  A guided step (``s`` not 0 or 1) evaluates the
+            network on a batch twice as large, and counts two evaluations in
+            ``NFE``.
         **options
             Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm).
 
@@ -728,17 +936,26 @@ class GalaxyDiffusion:
             pixel scale centred on the cutout centre (at ``positions``, or
             at the arbitrary RA = Dec = 0 with ``POSARBIT = T``), the bands
             in ``meta`` and the sampler, steps, network evaluations, seed,
-            index of the galaxy (``SAMPLEID``) and weights used.
+            index of the galaxy (``SAMPLEID``) and weights used; with
+            ``conditions``, the guidance scale (``GUIDANCE``) and, per
+            property ``j``, its name (``CONDNj``), the requested value in the
+            model's unit (``CONDVj``, absent for an unconditional row) and
+            the unit (``CONDUj``).
 
         Raises
         ------
         NotFittedError
             If the model was never fitted or loaded.
         ValueError
-            For an unknown sampler or grid, a bad number of steps, or
-            ``positions`` whose length is not ``n``.
+            For an unknown sampler or grid, a bad number of steps,
+            ``positions`` whose length is not ``n``, ``conditions`` given to
+            an unconditional model, ``conditions`` with a missing or an extra
+            column (named), or a number of rows other than ``n``.
         TypeError
             If ``positions`` is not a `~astropy.coordinates.SkyCoord`.
+        astropy.units.UnitConversionError
+            For a ``conditions`` column without a unit, or in a unit that
+            cannot be converted (named).
 
         Notes
         -----
@@ -752,8 +969,17 @@ class GalaxyDiffusion:
             from .simulation import _sample_positions
 
             positions = _sample_positions(positions, n)
+        requested = standardised = None
+        if conditions is not None:
+            requested = self._read_request(conditions, n, allow_extra=False,
+                                           keyword="conditions")
+            standardised = self.conditions_.standardise(requested)
+        elif guidance_scale != 1.0:
+            raise ValueError("guidance_scale applies to draws to order: give conditions= "
+                             "(or use sample_like)")
         x, info = self.sample_scaled(n, sampler, steps, grid, seed, batch_size, weights,
                                      progress, start=start, precision=precision, shard=shard,
+                                     conditions=standardised, guidance_scale=guidance_scale,
                                      **options)
         if x.shape[0] == 0:
             return []
@@ -761,10 +987,78 @@ class GalaxyDiffusion:
         # with shard=True this process holds galaxies offset .. offset + len - 1 of the n
         offset = info["start"] - int(start)
         return [self._to_ccd(f, info, info["start"] + i,
-                             None if positions is None else positions[offset + i])
+                             None if positions is None else positions[offset + i],
+                             None if requested is None else requested[offset + i])
                 for i, f in enumerate(fluxes)]
 
-    def _to_ccd(self, flux, info, index, position=None):
+    def sample_like(self, catalogue, guidance_scale=1.0, **kwargs):
+        """Draw one galaxy per row of a catalogue, with that row's properties.
+
+        Parameters
+        ----------
+        catalogue : `~astropy.table.QTable`, `~astropy.table.Table` or dict
+            Must hold the model's `conditions` as columns with units (see
+            `sample`); other columns (identifiers, positions, ...) are
+            ignored.  A catalogue written by
+            `astro_sbgm.metrics.measure_galaxies` works as it is.
+        guidance_scale : float
+            See `sample`.
+        **kwargs
+            Passed to `sample` (``sampler``, ``steps``, ``seed``,
+            ``positions``, ...).
+
+        Returns
+        -------
+        list of `~astropy.nddata.CCDData`
+            Galaxy ``i`` drawn for row ``i``; its requested properties are in
+            its ``meta`` (see `sample`).
+
+        Raises
+        ------
+        ValueError
+            For an unconditional model, a catalogue without one of the
+            model's conditions (named) or without rows.
+        """
+        self._check_fitted()
+        self._require_conditional("sample_like")
+        names = self.conditions_.names
+        if hasattr(catalogue, "colnames"):
+            given = list(catalogue.colnames)
+        elif hasattr(catalogue, "keys"):
+            given = list(catalogue.keys())
+        else:
+            raise TypeError(f"catalogue must be a QTable, Table or dict, got "
+                            f"{type(catalogue).__name__}")
+        missing = [c for c in names if c not in given]
+        if missing:
+            raise ValueError(f"the catalogue lacks column(s) {missing}; this model is "
+                             f"conditioned on {list(names)}")
+        request = {c: catalogue[c] for c in names}
+        n = len(read_conditions(request, names, self.bands_, float(self.pixel_scale),
+                                keyword="catalogue"))
+        if n == 0:
+            raise ValueError("the catalogue has no rows")
+        return self.sample(n, conditions=request, guidance_scale=guidance_scale, **kwargs)
+
+    def _require_conditional(self, what):
+        if getattr(self, "conditions_", None) is None:
+            raise ValueError(
+                f"{what} needs a conditional model, and this one was trained without "
+                "conditions (GalaxyDiffusion(conditions=None)). Train one with "
+                "GalaxyDiffusion(conditions=['mag_r', 'r_half', ...]).fit(X), or fine-tune "
+                "this one: model.set_params(conditions=[...]).fit(X, warm_start=True)")
+
+    def _read_request(self, table, n, allow_extra=False, keyword="conditions"):
+        """Requested properties ``(n, k)`` in the model's units; warns outside the range."""
+        self._check_fitted()
+        self._require_conditional(f"{keyword}=")
+        values = read_conditions(table, self.conditions_.names, self.bands_,
+                                 float(self.pixel_scale), n=n, allow_extra=allow_extra,
+                                 keyword=keyword)
+        self.conditions_.warn_out_of_range(values, keyword)
+        return values
+
+    def _to_ccd(self, flux, info, index, position=None, request=None):
         if position is None:
             ra = dec = 0.0
         else:
@@ -790,6 +1084,14 @@ class GalaxyDiffusion:
         ccd.meta["SAMPLEID"] = (index, "index of this sample within the seed")
         ccd.meta["WEIGHTS"] = (info["weights"], "ema = weight average, model = raw")
         ccd.meta["TRSTEPS"] = (int(getattr(self, "n_steps_", 0)), "training steps of the model")
+        if request is not None:
+            ccd.meta["GUIDANCE"] = (info["guidance_scale"], "classifier-free guidance scale")
+            for j, (name, unit) in enumerate(zip(self.conditions_.names,
+                                                 self.conditions_.units)):
+                ccd.meta[f"CONDN{j}"] = (name, "requested property (measure_galaxies column)")
+                if np.isfinite(request[j]):
+                    ccd.meta[f"CONDV{j}"] = (float(request[j]), f"requested {name}")
+                ccd.meta[f"CONDU{j}"] = (unit, f"unit of CONDV{j}")
         return ccd
 
     # ------------------------------------------------------------------ applications
@@ -1026,6 +1328,8 @@ class GalaxyDiffusion:
                   "n_train": int(getattr(self, "n_train_", 0)),
                   "extra": getattr(self, "extra_", {}),
                   "save_id": save_id}
+        if getattr(self, "conditions_", None) is not None:
+            config["conditions"] = self.conditions_.to_dict()
         _write_model_files(path, tensors, {"format": MODEL_FORMAT, "save_id": save_id},
                            json.dumps(config, indent=1))
         return path
@@ -1108,6 +1412,11 @@ class GalaxyDiffusion:
         model.n_steps_ = int(config.get("n_steps", 0))
         model.n_train_ = int(config.get("n_train", 0))
         model.extra_ = config.get("extra", {})
+        model.conditions_ = (ConditionStats.from_dict(config["conditions"])
+                             if config.get("conditions") else None)
+        if model.net_.cond_dim and model.conditions_ is None:
+            raise ValueError(f"{str(cfg_path)!r} describes a conditional network without its "
+                             "condition statistics ('conditions'); the file is damaged")
         return model
 
 

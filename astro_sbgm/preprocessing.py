@@ -136,19 +136,31 @@ def sky_sigma(images, border=4, max_images=2000):
     n = len(stack)
     if n == 0:
         raise ValueError("need at least one image to estimate the sky noise")
-    pick = np.unique(np.linspace(0, n - 1, min(n, int(max_images))).round().astype(int))
-    per = []
-    for i in pick:
-        im = stack[i]
-        b = int(border)
-        frame = np.ones(im.shape[-2:], bool)
-        if min(im.shape[-2:]) > 2 * b:
-            frame[b:-b, b:-b] = False
-        pix = im[:, frame]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            q16, q50 = np.nanpercentile(pix, [15.865, 50.0], axis=1)
-        per.append(q50 - q16)
+    pick = _evenly_spaced(n, max_images)
+    return _sky_from_spreads([_sky_spread(stack[i], border) for i in pick])
+
+
+def _evenly_spaced(n, most):
+    """At most ``most`` indices of ``range(n)``, evenly spaced, first and last included."""
+    return np.unique(np.linspace(0, n - 1, min(n, int(most))).round().astype(int))
+
+
+def _sky_spread(im, border=4):
+    """Per band, median minus 15.87th percentile of an image's outer frame (float64)."""
+    im = np.asarray(im, dtype=np.float64)
+    b = int(border)
+    frame = np.ones(im.shape[-2:], bool)
+    if min(im.shape[-2:]) > 2 * b:
+        frame[b:-b, b:-b] = False
+    pix = im[:, frame]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q16, q50 = np.nanpercentile(pix, [15.865, 50.0], axis=1)
+    return q50 - q16
+
+
+def _sky_from_spreads(per):
+    """The sky sigma per band: the median over images of `_sky_spread`."""
     sig = np.nanmedian(np.array(per), axis=0)
     if not np.all(np.isfinite(sig) & (sig > 0)):
         raise ValueError(f"could not measure a sky noise in every band (got {sig} nanomaggies): "
@@ -196,6 +208,12 @@ def kmeans_truncation_point(images, percentile=99.9):
             raise ValueError(f"images must have shape (n, band, y, x), got {arr.shape}; give a "
                              "4-D array or a list of (band, y, x) images")
         per = _percentiles(arr.reshape(-1, *arr.shape[2:]), percentile)
+    return _truncation_from_percentiles(per)
+
+
+def _truncation_from_percentiles(per):
+    """``A`` from the per-galaxy, per-band percentiles (the k-means boundary)."""
+    per = np.asarray(per, dtype=np.float64).ravel()
     per = per[np.isfinite(per)]
     if per.size < 2 or np.ptp(per) == 0:
         raise ValueError("need at least two galaxy/band percentiles that differ to estimate "
@@ -303,10 +321,20 @@ class FluxScaler:
         -------
         self
         """
+        upper = kmeans_truncation_point(images) if self.upper == "kmeans" else None
+        sky = sky_sigma(images) if self._needs_sky else None
+        return self._fit_stats(upper, sky)
+
+    @property
+    def _needs_sky(self):
+        return isinstance(self.lower, str) or isinstance(self.softening, str)
+
+    def _fit_stats(self, upper, sky):
+        """Set what `fit` estimates from ``A`` (or None) and the sky sigma (or None)."""
         if self.upper == "kmeans":
-            self.upper_ = kmeans_truncation_point(images)
-        if isinstance(self.lower, str) or isinstance(self.softening, str):
-            self.sky_sigma_ = sky_sigma(images)
+            self.upper_ = upper
+        if self._needs_sky:
+            self.sky_sigma_ = sky
             if isinstance(self.lower, str):
                 self.lower_ = -self.lower_sigma * self.sky_sigma_
             if isinstance(self.softening, str):
