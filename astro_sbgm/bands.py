@@ -79,7 +79,7 @@ __all__ = ["BAND_WAVELENGTHS", "LEGACY_SURVEY_PIXEL_SCALE", "LEGACY_SURVEY_FILTE
            "Filter", "ColourTerm", "ColourTerms",
            "parse_bands", "parse_filters", "effective_wavelength", "get_filter",
            "register_filter", "unregister_filter", "available_filters", "band_letter",
-           "filter_cards", "filters_from_meta",
+           "filter_cards", "filters_from_meta", "interpolation_weights",
            "ab_magnitude", "synthetic_flux", "galaxy_template", "fit_colour_terms",
            "flux_mapping"]
 
@@ -228,6 +228,45 @@ def effective_wavelength(band):
     except ValueError:
         return get_filter(band).pivot_wavelength
     return BAND_WAVELENGTHS[name]
+
+
+def interpolation_weights(pos_out, pos_in):
+    """Weights of linear interpolation between positions, clamped at the ends.
+
+    Used to spread bands (or picture channels) over others in
+    ``log(wavelength)``: row ``i`` holds the weights of the two inputs that
+    bracket ``pos_out[i]`` (or 1 for the nearest input outside their range).
+
+    Parameters
+    ----------
+    pos_out, pos_in : array-like of float
+        Positions (e.g. log wavelengths) of the outputs and of the inputs.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        ``(len(pos_out), len(pos_in))``; each row sums to 1.
+
+    Examples
+    --------
+    >>> interpolation_weights([0.25], [0.0, 1.0]).tolist()
+    [[0.75, 0.25]]
+    """
+    pos_in = np.asarray(pos_in, float)
+    order = np.argsort(pos_in)
+    q = pos_in[order]
+    w = np.zeros((len(pos_out), len(pos_in)))
+    for i, p in enumerate(np.asarray(pos_out, float)):
+        if p <= q[0]:
+            w[i, order[0]] = 1.0
+        elif p >= q[-1]:
+            w[i, order[-1]] = 1.0
+        else:
+            k = int(np.searchsorted(q, p, side="right")) - 1
+            f = (p - q[k]) / (q[k + 1] - q[k])
+            w[i, order[k]] = 1.0 - f
+            w[i, order[k + 1]] += f
+    return w
 
 
 # --------------------------------------------------------------------------

@@ -62,12 +62,16 @@ from astropy.wcs import WCS, WCSHDO_P17, WCSHDO_all
 from astropy.wcs.wcs import WCSHDO_SIP
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from .bands import parse_bands
+from ._version import __version__
+from .bands import (LEGACY_SURVEY_FILTERS, LEGACY_SURVEY_PIXEL_SCALE, band_letter, parse_bands,
+                    parse_filters)
 from .exceptions import AstroSBGMInputWarning
 
-__all__ = ["read_image", "read_images", "read_mask", "write_image", "to_model_grid",
-           "select_bands", "pixel_scale_of", "make_tan_wcs", "as_nanomaggy",
-           "ZERO_POINT_CARDS", "AstroSBGMInputWarning"]
+__all__ = ["read_image", "read_images", "read_mask", "read_raw", "read_picture", "write_image",
+           "make_image", "provenance_cards", "as_batch", "holds_many", "is_canonical",
+           "image_bands", "is_picture", "rgb_to_bands", "to_model_grid", "select_bands",
+           "pixel_scale_of", "make_tan_wcs", "as_nanomaggy", "ZERO_POINT_CARDS",
+           "PICTURE_SUFFIXES", "RGB_WAVELENGTHS", "AstroSBGMInputWarning"]
 
 _UNIT_ALIASES = {
     "nanomaggy": u.nanomaggy, "nanomaggies": u.nanomaggy, "nmgy": u.nanomaggy,
@@ -252,7 +256,7 @@ def _documented_nanomaggy(header):
 
 
 # --------------------------------------------------------------------------- WCS helpers
-def make_tan_wcs(shape, pixel_scale=0.262 * u.arcsec, ra=180.0, dec=0.0):
+def make_tan_wcs(shape, pixel_scale=LEGACY_SURVEY_PIXEL_SCALE, ra=180.0, dec=0.0, radesys=None):
     """A celestial TAN WCS centred on an image, north up and east left.
 
     Parameters
@@ -263,10 +267,14 @@ def make_tan_wcs(shape, pixel_scale=0.262 * u.arcsec, ra=180.0, dec=0.0):
         Pixel scale (arcsec per pixel when a float).
     ra, dec : float
         Sky position of the image centre, degrees.
+    radesys : str, optional
+        The ``RADESYS`` card (e.g. ``"ICRS"``); default none (FITS then
+        means ICRS).
 
     Returns
     -------
     `~astropy.wcs.WCS`
+        ``CRPIX`` at the image centre, ``(n + 1) / 2`` (1-based).
     """
     scale = u.Quantity(pixel_scale, u.arcsec).to_value(u.deg)
     ny, nx = shape[-2:]
@@ -276,6 +284,8 @@ def make_tan_wcs(shape, pixel_scale=0.262 * u.arcsec, ra=180.0, dec=0.0):
     w.wcs.crval = [float(ra), float(dec)]
     w.wcs.crpix = [(nx + 1) / 2.0, (ny + 1) / 2.0]
     w.wcs.cd = [[-scale, 0.0], [0.0, scale]]
+    if radesys is not None:
+        w.wcs.radesys = radesys
     w.pixel_shape = (nx, ny)
     return w
 
@@ -315,6 +325,69 @@ def _wcs_from_header(header):
 
 
 # --------------------------------------------------------------------------- band bookkeeping
+def image_bands(header, nbands=None):
+    """The band letters recorded in a header or ``meta`` dict, or None.
+
+    Read from ``BANDS`` (``"g,r,z"``), else ``BAND0``, ``BAND1``, ..., else
+    ``FILTER0``, ``FILTER1``, ... (full filter names such as ``"sdss:g"``,
+    given their band letters with `astro_sbgm.bands.band_letter`), else,
+    for a one-plane image (``nbands == 1``), a ``BAND`` or ``FILTER`` card.
+
+    Parameters
+    ----------
+    header : `~astropy.io.fits.Header`, dict or None
+        The cards.
+    nbands : int, optional
+        Number of planes of the image (for the one-plane cards).
+
+    Returns
+    -------
+    tuple of str or None
+
+    Raises
+    ------
+    ValueError
+        For band names that are not known (see `astro_sbgm.bands.parse_bands`).
+    """
+    return _bands_from_header(header, nbands)
+
+
+def _filter_cards_of(header):
+    """``FILTER0``, ``FILTER1``, ... of a header (full filter names), or None."""
+    if header is None:
+        return None
+    names = []
+    while f"FILTER{len(names)}" in header and str(header[f"FILTER{len(names)}"]).strip():
+        names.append(str(header[f"FILTER{len(names)}"]).strip())
+    return names or None
+
+
+def _letters_of_filters(filters, what):
+    """Band letters of full filter names; refuses filters with no model band letter."""
+    letters = []
+    for f in filters:
+        letter = band_letter(f)
+        if letter is None:
+            raise ValueError(f"the filter {f.name if hasattr(f, 'name') else f!r} ({what}) "
+                             "has no band letter (one of u, g, r, i, z, y, W1, W2) to record "
+                             "in BANDn; give images in filters with such a letter")
+        letters.append(letter)
+    return tuple(letters)
+
+
+def _parse_band_spec(bands):
+    """``bands=`` as (band letters, full filter names or None for the Legacy Survey ones)."""
+    try:
+        return parse_bands(bands), None
+    except ValueError as err:
+        try:
+            filters = parse_filters(bands)
+        except (ValueError, TypeError):
+            raise err from None
+    names = tuple(f.name for f in filters)
+    return _letters_of_filters(names, "bands="), names
+
+
 def _bands_from_header(header, nbands):
     """Band names recorded in a header or meta dict (any number), or None."""
     if header is None:
@@ -326,6 +399,9 @@ def _bands_from_header(header, nbands):
         names.append(str(header[f"BAND{len(names)}"]).strip())
     if names:
         return parse_bands(names)
+    filters = _filter_cards_of(header)
+    if filters:
+        return _letters_of_filters(filters, "a FILTERn card")
     if nbands == 1:
         for key in ("BAND", "FILTER"):
             if key in header and str(header[key]).strip():
@@ -336,13 +412,45 @@ def _bands_from_header(header, nbands):
     return None
 
 
-def _set_band_cards(meta, bands):
-    for key in [k for k in meta if str(k).upper().startswith("BAND")]:
-        if str(key).upper()[4:].isdigit() or str(key).upper() == "BAND":
+def _header_filters(header, letters):
+    """The full filter names of an image's planes: its ``FILTERn`` cards, else Legacy Survey.
+
+    Raises ValueError when ``FILTERn`` cards name another number of planes or
+    filters whose band letters are not ``letters``.
+    """
+    cards = _filter_cards_of(header)
+    if not cards:
+        return tuple(LEGACY_SURVEY_FILTERS[b] for b in letters)
+    filters = tuple(f.name for f in parse_filters(cards))
+    if len(filters) != len(letters):
+        raise ValueError(f"the input records {len(letters)} band(s) {list(letters)} but "
+                         f"{len(filters)} FILTERn card(s) {list(filters)}; fix its FILTERn "
+                         "cards (one full filter name per plane) or remove them")
+    found = _letters_of_filters(filters, "a FILTERn card")
+    if found != tuple(letters):
+        raise ValueError(f"the FILTERn cards {list(filters)} disagree with the band letters "
+                         f"{list(letters)} (BANDS/BANDn); fix or remove the FILTERn cards")
+    return filters
+
+
+def _set_band_cards(meta, bands, filters=None):
+    """Write the band cards of an image: ``BANDS``, ``BAND0``..., ``FILTER0``...
+
+    ``filters`` are the full filter names (default: the Legacy Survey filters
+    of the letters).  The one place these cards are written.
+    """
+    if filters is None:
+        filters = tuple(LEGACY_SURVEY_FILTERS[b] for b in bands)
+    for key in [k for k in meta if str(k).upper().startswith(("BAND", "FILTER"))]:
+        up = str(key).upper()
+        rest = up[4:] if up.startswith("BAND") else up[6:]
+        if rest.isdigit() or up in ("BAND", "FILTER"):
             del meta[key]
     meta["BANDS"] = ",".join(bands)
     for i, b in enumerate(bands):
         meta[f"BAND{i}"] = b
+    for i, f in enumerate(filters):
+        meta[f"FILTER{i}"] = f
 
 
 def select_bands(image, bands):
@@ -377,12 +485,13 @@ def select_bands(image, bands):
         raise ValueError(f"the image has bands {have} but band(s) {missing} are needed; "
                          f"give an image with bands {want}")
     idx = [have.index(b) for b in want]
+    filters = _header_filters(image.meta, have)
     out = CCDData(image.data[idx], unit=image.unit, wcs=image.wcs,
                   mask=None if image.mask is None else image.mask[idx],
                   uncertainty=None if image.uncertainty is None
                   else StdDevUncertainty(image.uncertainty.array[idx]),
                   meta=image.meta.copy())
-    _set_band_cards(out.meta, want)
+    _set_band_cards(out.meta, want, [filters[i] for i in idx])
     return out
 
 
@@ -651,17 +760,17 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
         if not image:
             raise ValueError("the dict of per-band images is empty; give {band: image}")
         keys = [str(k) for k in image]
-        names = parse_bands(keys)
+        names, _ = _parse_band_spec(keys)
         if bands is not None:
-            want = parse_bands(bands)
+            want, _ = _parse_band_spec(bands)
             missing = [b for b in want if b not in names]
             if missing:
                 raise ValueError(f"bands={want} asks for band(s) {missing} but the dict holds "
                                  f"{names}; add them or drop them from bands=")
-            by_name = dict(zip(names, image.values()))
-            return _stack_planes([by_name[b] for b in want], want, unit, wcs, nonfinite,
-                                 zero_point)
-        return _stack_planes(list(image.values()), names, unit, wcs, nonfinite, zero_point)
+            by_name = dict(zip(names, zip(keys, image.values())))
+            return _stack_planes([by_name[b][1] for b in want], [by_name[b][0] for b in want],
+                                 unit, wcs, nonfinite, zero_point)
+        return _stack_planes(list(image.values()), keys, unit, wcs, nonfinite, zero_point)
     elif isinstance(image, (list, tuple)) and len(image) == 2 and isinstance(
             image[1], (WCS, fits.Header)):
         data = np.asarray(image[0])
@@ -710,10 +819,11 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
         raise TypeError(f"image data must be real numbers, got dtype {data.dtype}")
     nb = data.shape[0]
 
-    # bands
+    # bands (letters) and the filters behind them
     found = _bands_from_header(header, nb)
+    given_filters = None
     if bands is not None:
-        given = parse_bands(bands)
+        given, given_filters = _parse_band_spec(bands)
         if len(given) != nb:
             raise ValueError(f"bands={given} names {len(given)} band(s) but the image has "
                              f"{nb} plane(s) (shape {data.shape}); give one name per plane")
@@ -731,6 +841,13 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
         raise ValueError(f"the band names of this {nb}-plane image are not recorded in it "
                          f"(no BAND0..BAND{nb - 1} or BANDS keywords); pass bands=, "
                          f"e.g. bands={'grz'[:nb] if nb <= 3 else 'grizy'[:nb]!r}")
+    filters = _header_filters(header, names)
+    if given_filters is not None:
+        if _filter_cards_of(header) and filters != given_filters:
+            raise ValueError(f"bands={list(given_filters)} disagrees with the filters "
+                             f"{list(filters)} recorded in the input (FILTERn cards); drop "
+                             "bands= or fix the input's FILTERn cards")
+        filters = given_filters
 
     # unit and zero point
     unit_source = None if in_unit is None else f"the input's unit {in_unit}"
@@ -794,7 +911,7 @@ def read_image(image, bands=None, unit=None, wcs=None, hdu=None, nonfinite="mask
     out = CCDData(conv, unit=u.nanomaggy, wcs=in_wcs, mask=mask,
                   uncertainty=None if uncert is None else StdDevUncertainty(uncert),
                   meta=_copy_meta(header))
-    _set_band_cards(out.meta, names)
+    _set_band_cards(out.meta, names, filters)
     out.meta["BUNIT"] = "nanomaggy"
     if zp is not None:
         out.meta["ZPIN"] = (float(zp), "AB zero point of the input, now in nanomaggy")
@@ -805,9 +922,10 @@ def _stack_planes(planes, names, unit, wcs, nonfinite, zero_point=None):
     if any(n is None for n in names):
         raise ValueError("per-band images need band names: give a dict {band: image}, set "
                          "meta['BAND'] on each, or pass bands=")
-    names = parse_bands([str(n) for n in names])
+    names, filters = _parse_band_spec([str(n) for n in names])
+    specs = names if filters is None else filters
     read = [read_image(p, bands=[b], unit=unit, wcs=wcs, nonfinite=nonfinite,
-                       zero_point=zero_point) for p, b in zip(planes, names)]
+                       zero_point=zero_point) for p, b in zip(planes, specs)]
     shapes = {r.shape for r in read}
     if len(shapes) != 1:
         raise ValueError(f"per-band images have different shapes {sorted(shapes)}; "
@@ -823,7 +941,8 @@ def _stack_planes(planes, names, unit, wcs, nonfinite, zero_point=None):
     for key in ("BAND", "FILTER"):
         meta.pop(key, None)
     out = CCDData(data, unit=u.nanomaggy, wcs=first_wcs, mask=mask, uncertainty=unc, meta=meta)
-    _set_band_cards(out.meta, names)
+    _set_band_cards(out.meta, names, [_header_filters(r.meta, r.meta["BANDS"].split(","))[0]
+                                      for r in read])
     return out
 
 
@@ -887,9 +1006,7 @@ def read_images(images, bands=None, unit=None, nonfinite="mask", zero_point=None
         out = [one(a) for a in images]
     elif _looks_like_path(images):
         out = [one(p) for p in _expand_paths(images)]
-    elif isinstance(images, (list, tuple)) and not (
-            len(images) == 2 and isinstance(images[1], (WCS, fits.Header))) and not (
-            _is_plane_list(images) and _separate_planes(images, bands)):
+    elif isinstance(images, (list, tuple)) and holds_many(images, bands):
         out = []
         for item in images:
             if _looks_like_path(item):
@@ -902,6 +1019,303 @@ def read_images(images, bands=None, unit=None, nonfinite="mask", zero_point=None
         raise ValueError("no images were given (the input is empty); give a FITS path, a "
                          "directory, a glob pattern, or a list of images")
     return out
+
+
+# --------------------------------------------------------------------------- raw pixels
+def read_raw(image, hdu=None, unit=None):
+    """The input's own pixel array and unit, before any conversion.
+
+    What bit-exact inpainting needs: the pixels exactly as stored (dtype and
+    unit kept), where `read_image` returns float32 nanomaggies.
+
+    Parameters
+    ----------
+    image : object
+        A FITS path, HDU, HDUList, `~astropy.nddata.NDData`, ``(array,
+        WCS)`` / ``(array, Header)`` tuple or array.
+    hdu : int or str, optional
+        The HDU of a file or HDUList (as for `read_image`).
+    unit : str or `~astropy.units.UnitBase`, optional
+        The unit of the values (default: the input's own, ``BUNIT``, else
+        nanomaggy).
+
+    Returns
+    -------
+    data : `numpy.ndarray` or None
+        ``(band, y, x)`` (a 2-D input gets a leading axis of 1), or None for
+        an input whose raw pixels cannot be taken (a file that cannot be
+        read, a dict of planes, non-numeric data): use `read_image` then.
+    unit : `~astropy.units.UnitBase` or None
+        The unit of ``data``.
+    """
+    data, header, in_unit = None, None, None
+    if _looks_like_path(image):
+        try:
+            with fits.open(image, memmap=False, mode="readonly") as hdul:
+                data, header = _from_hdulist(hdul, hdu)[:2]
+                data, header = np.array(data), header.copy()
+        except (OSError, ValueError):
+            return None, None
+    elif isinstance(image, fits.HDUList):
+        data, header = _from_hdulist(image, hdu)[:2]
+    elif isinstance(image, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        data, header = image.data, image.header
+    elif isinstance(image, NDData):
+        data, in_unit = image.data, image.unit
+        header = image.meta or {}
+    elif isinstance(image, tuple) and len(image) == 2:
+        data = image[0]
+        header = image[1] if isinstance(image[1], fits.Header) else None
+    elif isinstance(image, np.ndarray):
+        data = image
+    if data is None:
+        return None, None
+    data = np.asarray(data)
+    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
+        return None, None
+    if unit is not None:
+        in_unit = _parse_unit(unit)
+    if in_unit is None and header is not None and "BUNIT" in header and str(
+            header["BUNIT"]).strip():
+        in_unit = _parse_unit(header["BUNIT"])
+    return (data if data.ndim == 3 else data[None]), (in_unit or u.nanomaggy)
+
+
+# --------------------------------------------------------------------------- collections
+def holds_many(images, bands=None):
+    """Whether an input is a collection of images (else one image).
+
+    The one-or-many rule of `read_images`: a 4-D array, a directory, a glob
+    pattern and a list are many images; an ``(array, WCS)`` pair and a list
+    of 2-D `~astropy.nddata.NDData` that is one per-band image (band names,
+    from ``bands=`` or each ``meta['BAND']``, one per element and all
+    different) are one.
+
+    Parameters
+    ----------
+    images : object
+        Anything `read_images` accepts.
+    bands : str or sequence of str, optional
+        As given to `read_images`.
+
+    Returns
+    -------
+    bool
+    """
+    if isinstance(images, np.ndarray):
+        return images.ndim == 4
+    if _looks_like_path(images):
+        return Path(images).is_dir() or (not Path(images).exists()
+                                         and any(c in str(images) for c in "*?["))
+    if isinstance(images, (list, tuple)):
+        if len(images) == 2 and isinstance(images[1], (WCS, fits.Header)):
+            return False
+        return not (_is_plane_list(images) and _separate_planes(images, bands))
+    return False
+
+
+def _as_numpy(x):
+    """A numpy array from an array-like, a Quantity or a torch tensor (duck-typed)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, u.Quantity):
+        x = x.value
+    return np.asarray(x)
+
+
+def as_batch(images, bands=None, *, dtype=np.float64, name="images"):
+    """Stack images into one ``(n, band, y, x)`` array with their band names.
+
+    The one stacker of the package (metrics, figures, artefacts): no unit
+    conversion, no regridding; the pixels are taken as they are.
+
+    Parameters
+    ----------
+    images : array-like, tensor, `~astropy.nddata.NDData` or list of them
+        A ``(n, band, y, x)`` array (or torch tensor, or Quantity); one
+        image ``(band, y, x)`` or ``(y, x)``; an `NDData`; or a list of
+        single images (arrays, tensors, `NDData`; 2-D or 3-D) of one shape.
+    bands : str or sequence of str, optional
+        Band names of the planes; default: those recorded in the images'
+        ``meta`` (see `image_bands`), else None.
+    dtype : numpy dtype
+        Of the returned array (default float64).
+    name : str
+        What the images are called in error messages.
+
+    Returns
+    -------
+    data : `numpy.ndarray`
+        ``(n, band, y, x)`` of ``dtype`` (a new array).
+    names : tuple of str or None
+        The band names.
+
+    Raises
+    ------
+    ValueError
+        For an empty input, images of different shapes or band names, a
+        shape that is not one of the above, or ``bands=`` naming another
+        number of planes.
+    """
+    def planes(item):
+        if isinstance(item, NDData):
+            arr = np.asarray(item.data)
+            found = _bands_from_header(item.meta or {}, arr.shape[0] if arr.ndim == 3 else 1)
+        else:
+            arr, found = _as_numpy(item), None
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise ValueError(f"{name}: an image must have shape (band, y, x) or (y, x), got "
+                             f"shape {arr.shape}")
+        return arr, found
+
+    if isinstance(images, NDData):
+        items = [images]
+    elif isinstance(images, (list, tuple)):
+        items = list(images)
+    else:
+        arr = _as_numpy(images)
+        if arr.ndim == 4:
+            items = None
+        elif arr.ndim in (2, 3):
+            items = [arr]
+        else:
+            raise ValueError(f"{name} must be (y, x), (band, y, x), (n, band, y, x) or a list "
+                             f"of images, got shape {arr.shape}")
+    if items is None:
+        data, found = arr, None
+        if data.shape[0] == 0:
+            raise ValueError(f"{name} is empty: give at least one image")
+    else:
+        if not items:
+            raise ValueError(f"{name} is empty: give at least one image")
+        got = [planes(item) for item in items]
+        shapes = sorted({a.shape for a, _ in got})
+        if len(shapes) != 1:
+            raise ValueError(f"{name} holds images of different shapes {shapes}; bring them "
+                             "onto one grid (cut them to one shape) first")
+        named = sorted({n for _, n in got if n is not None}, key=str)
+        if len(named) > 1 and bands is None:
+            raise ValueError(f"{name}: the images name different bands {named}; pass bands= "
+                             "to name the planes of all of them")
+        found = named[0] if named else None
+        data = np.stack([a for a, _ in got])
+    names = found
+    if bands is not None:
+        names = parse_bands(bands)
+        if len(names) != data.shape[1]:
+            raise ValueError(f"bands {names} name {len(names)} band(s) but the images have "
+                             f"{data.shape[1]} plane(s); pass bands= with one name per plane")
+    return np.array(data, dtype=dtype), (None if names is None else tuple(names))
+
+
+# --------------------------------------------------------------------------- pictures
+#: Dominant wavelengths given to the channels of a picture (``mapping="wavelength"``).
+RGB_WAVELENGTHS = {"B": 465.0 * u.nm, "G": 532.0 * u.nm, "R": 630.0 * u.nm}
+
+#: File name endings read as pictures rather than FITS.
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def is_picture(image):
+    """Whether ``image`` is a picture: a path ending in `PICTURE_SUFFIXES` or a PIL image."""
+    if _looks_like_path(image):
+        return str(image).lower().endswith(PICTURE_SUFFIXES)
+    return type(image).__module__.startswith("PIL.")
+
+
+def read_picture(picture):
+    """Read a PNG/JPEG/TIFF picture as RGB intensities in [0, 1].
+
+    Parameters
+    ----------
+    picture : str, path or `PIL.Image.Image`
+        The picture.  Grey-scale pictures give three equal channels; 16-bit
+        pictures are divided by 65535; an alpha channel multiplies the
+        colours (transparent = black).
+
+    Returns
+    -------
+    `numpy.ndarray`
+        ``(y, x, 3)`` float32, flipped so that row 0 is the bottom of the
+        picture (the FITS convention).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    OSError
+        If Pillow cannot read it.
+    """
+    from PIL import Image
+
+    if _looks_like_path(picture):
+        if not Path(picture).exists():
+            raise FileNotFoundError(f"no such picture: {str(picture)!r}")
+        try:
+            with Image.open(picture) as img:
+                img.load()
+                return read_picture(img)
+        except OSError as err:
+            raise OSError(f"cannot read {str(picture)!r} as a picture ({err})") from None
+    img = picture
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, np.float64) / 65535.0
+        rgb = np.repeat(arr[..., None], 3, axis=-1)
+    elif img.mode == "F":
+        arr = np.asarray(img, np.float64)
+        rgb = np.repeat(arr[..., None], 3, axis=-1)
+    else:
+        rgba = np.asarray(img.convert("RGBA"), np.float64) / 255.0
+        rgb = rgba[..., :3] * rgba[..., 3:4]
+    return np.clip(rgb[::-1], 0.0, 1.0).astype(np.float32)
+
+
+def rgb_to_bands(rgb, bands, mapping="display"):
+    """Map RGB intensities onto photometric bands.
+
+    Parameters
+    ----------
+    rgb : array-like
+        ``(y, x, 3)`` intensities, channels in R, G, B order.
+    bands : str or sequence of str
+        The bands wanted (e.g. a model's ``"grz"``).
+    mapping : {"display", "wavelength"}
+        ``"display"``: the inverse of the colour composites of
+        `astro_sbgm.visualization` (the bands sorted by wavelength are
+        spread evenly from blue to red, each takes the channel at its place,
+        linear between channels: for grz, g <- B, r <- G, z <- R).
+        ``"wavelength"``: channels at `RGB_WAVELENGTHS` and each band
+        interpolated in ``log(wavelength)``, clamped at the ends.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        ``(band, y, x)`` float32 intensities.
+
+    Raises
+    ------
+    ValueError
+        For an unknown mapping or an array that is not ``(y, x, 3)``.
+    """
+    from .bands import BAND_WAVELENGTHS, interpolation_weights
+
+    rgb = np.asarray(rgb, np.float64)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb must have shape (y, x, 3), got {rgb.shape}")
+    names = parse_bands(bands)
+    lam = np.array([BAND_WAVELENGTHS[b].to_value(u.nm) for b in names])
+    if mapping == "display":
+        rank = np.argsort(np.argsort(lam))
+        pos = rank / (len(names) - 1) if len(names) > 1 else np.full(1, 0.5)
+        w = interpolation_weights(pos, [1.0, 0.5, 0.0])            # R, G, B
+    elif mapping == "wavelength":
+        chans = [RGB_WAVELENGTHS[c].to_value(u.nm) for c in "RGB"]
+        w = interpolation_weights(np.log(lam), np.log(chans))
+    else:
+        raise ValueError(f"mapping must be 'display' or 'wavelength', got {mapping!r}")
+    return np.einsum("bc,yxc->byx", w, rgb).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- masks
@@ -971,17 +1385,19 @@ def _band_of_bit(name):
     return suffix if len(suffix) == 1 and suffix in "ugrizy" else None
 
 
-def read_mask(mask, bits=None, hdu=None, bands=None, definitions=None):
+def read_mask(mask, bits=None, hdu=None, bands=None, definitions=None, shape=None, wcs=None):
     """Read a mask, or select bits of a bit-mask image, as a boolean array.
 
     Parameters
     ----------
-    mask : str, path, HDU, HDUList, NDData or array
+    mask : str, path, HDU, HDUList, NDData, array or region
         A mask image (non-zero = bad) or a bit-mask image such as a Legacy
         Survey ``legacysurvey-<brick>-maskbits.fits.fz`` file.  For a file
         or an HDUList the first HDU with data is read (the optical
         ``MASKBITS`` plane, HDU 1, of a maskbits file) unless ``hdu`` says
-        otherwise (HDU 2 and 3 hold the WISE masks).
+        otherwise (HDU 2 and 3 hold the WISE masks).  With ``shape``, a
+        ``regions`` shape too: a pixel region, or a sky region with
+        ``wcs`` (pixels whose centre is inside are bad).
     bits : sequence of str or int, str or int, optional
         The bits that make a pixel bad: names from ``definitions`` (case
         insensitive, e.g. ``["BRIGHT", "SATUR_G", "ALLMASK_R"]``) or integer
@@ -998,18 +1414,26 @@ def read_mask(mask, bits=None, hdu=None, bands=None, definitions=None):
         ``{name: value}`` of the bit names; default
         `astro_sbgm.surveys.LEGACY_SURVEY_MASKBITS` (Legacy Survey DR10,
         which holds the DR9 bits).
+    shape : tuple of int, optional
+        ``(band, y, x)`` of the image the mask belongs to: the mask is
+        checked against it and returned with this shape (a ``(y, x)`` mask
+        applies to every band).
+    wcs : `~astropy.wcs.WCS`, optional
+        The image's celestial WCS, for a sky region.
 
     Returns
     -------
     `numpy.ndarray` of bool
-        `True` where a pixel is bad; 2-D, or ``(band, y, x)`` with ``bands``.
+        `True` where a pixel is bad; 2-D, or ``(band, y, x)`` with ``bands``
+        (or ``shape``).
 
     Raises
     ------
     ValueError
         For an unknown bit name (named, with the known ones), a bit value
         that is not a positive integer, ``bits=`` on an image that is not
-        integer, or an HDU that is not in the file.
+        integer (or on a region), an HDU that is not in the file, a mask
+        whose shape does not fit ``shape``, or a sky region without ``wcs``.
     TypeError
         For an input of a type not listed above.
     FileNotFoundError
@@ -1030,6 +1454,8 @@ def read_mask(mask, bits=None, hdu=None, bands=None, definitions=None):
            [[0, 0],
             [0, 0]]])
     """
+    if shape is not None:
+        return _mask_on_grid(mask, tuple(shape), wcs, bits, hdu, bands, definitions)
     values = _mask_values(mask, hdu)
     if values.ndim not in (2, 3) or values.size == 0:
         raise ValueError(f"a mask must be a 2-D (or (band, y, x)) image, got shape "
@@ -1075,15 +1501,180 @@ def read_mask(mask, bits=None, hdu=None, bands=None, definitions=None):
     return np.stack(planes)
 
 
+def _is_region(mask):
+    return hasattr(mask, "to_pixel") or hasattr(mask, "to_mask")
+
+
+def _mask_on_grid(mask, shape, wcs, bits, hdu, bands, definitions):
+    """`read_mask` with ``shape=``: a ``shape`` boolean mask (regions accepted)."""
+    nb, ny, nx = shape
+    if bits is not None:
+        if _is_region(mask):
+            raise ValueError("mask_bits selects bits of a bit-mask image (a Legacy Survey "
+                             "maskbits file or an integer array), not of a region; drop "
+                             "mask_bits or give the maskbits image as mask")
+        arr = read_mask(mask, bits=bits, hdu=hdu, bands=bands, definitions=definitions)
+        if arr.shape[-2:] != (ny, nx):
+            raise ValueError(f"the mask has shape {arr.shape[-2:]} but the image is "
+                             f"{tuple(shape)} (band, y, x); give a ({ny}, {nx}) bit-mask "
+                             "image on the image's grid")
+        return np.array(np.broadcast_to(arr, shape) if arr.ndim == 2 else arr, dtype=bool)
+    if hasattr(mask, "to_pixel") and not hasattr(mask, "to_mask"):
+        if wcs is None:
+            raise ValueError("a sky region needs an image with a celestial WCS; give a pixel "
+                             "region or a boolean array instead")
+        mask = mask.to_pixel(wcs)
+    if hasattr(mask, "to_mask"):      # a regions PixelRegion
+        img = mask.to_mask(mode="center").to_image((ny, nx))
+        arr = np.zeros((ny, nx), bool) if img is None else np.asarray(img) > 0
+    else:
+        if not (_looks_like_path(mask) or isinstance(mask, (fits.HDUList, fits.PrimaryHDU,
+                                                           fits.ImageHDU, fits.CompImageHDU,
+                                                           NDData))):
+            mask = np.asarray(mask)
+            if mask.dtype == object:
+                raise TypeError(f"cannot use a {type(mask).__name__} as a mask; give a "
+                                "boolean array, a FITS mask file or HDU, a CCDData or a "
+                                "regions shape")
+        arr = _mask_values(mask, hdu) != 0
+    if arr.shape in ((ny, nx), (1, ny, nx)):
+        arr = np.broadcast_to(arr, shape)
+    if arr.shape != tuple(shape):
+        raise ValueError(f"the mask has shape {arr.shape} but the image is {tuple(shape)} "
+                         f"(band, y, x); give a ({ny}, {nx}) mask (all bands) or a "
+                         f"{tuple(shape)} one")
+    return np.array(arr, dtype=bool)
+
+
+# --------------------------------------------------------------------------- building
+def make_image(data, bands, wcs=None, mask=None, uncertainty=None, flags=None, cards=None,
+               unit=u.nanomaggy, meta=None, filters=None):
+    """Build an output image: the one place the band and unit cards are written.
+
+    Every producer of the package (`read_image`, samples, inpainting,
+    transfer, the mock surveys) builds its `~astropy.nddata.CCDData` here, so
+    that ``BANDS``, ``BAND0``, ``BAND1``, ... (band letters), ``FILTER0``,
+    ``FILTER1``, ... (full filter names, ``"decam:g"``) and ``BUNIT`` are
+    written one way.
+
+    Parameters
+    ----------
+    data : array-like
+        ``(band, y, x)`` pixel values (kept as given: no copy of the dtype).
+    bands : str or sequence of str
+        Band letters, or full filter names (``"sdss:g,sdss:r,sdss:z"``).
+    wcs : `~astropy.wcs.WCS`, optional
+        The celestial WCS.
+    mask : array-like of bool, optional
+        `True` = bad pixel; None (or all False) for no mask.
+    uncertainty : array-like or `~astropy.nddata.NDUncertainty`, optional
+        A standard deviation per pixel (arrays become
+        `~astropy.nddata.StdDevUncertainty`).
+    flags : array-like, optional
+        Per-pixel flags (uint8, 1 = generated), written by `write_image` as a
+        ``FLAGS`` extension.
+    cards : dict, optional
+        Further cards, ``{key: value}`` or ``{key: (value, comment)}``,
+        added in order after the band and unit cards (see
+        `provenance_cards`).
+    unit : str or `~astropy.units.UnitBase`
+        The unit of ``data`` (default nanomaggy).
+    meta : `~astropy.io.fits.Header` or dict, optional
+        Cards to start from (copied; their band cards are replaced).
+    filters : sequence of str, optional
+        Full filter names of the planes when ``bands`` holds letters
+        (default: the Legacy Survey filters of the letters).
+
+    Returns
+    -------
+    `~astropy.nddata.CCDData`
+        With ``meta`` a `~astropy.io.fits.Header`.
+
+    Raises
+    ------
+    ValueError
+        If ``bands`` (or ``filters``) do not name one band per plane.
+    """
+    letters, named = _parse_band_spec(bands)
+    if filters is not None:
+        filters = tuple(f.name for f in parse_filters(list(filters)))
+        if _letters_of_filters(filters, "filters=") != letters:
+            raise ValueError(f"filters={list(filters)} do not match the bands {list(letters)}")
+    filters = named if filters is None else filters
+    data = np.asarray(data)
+    if data.ndim != 3 or data.shape[0] != len(letters):
+        raise ValueError(f"bands {list(letters)} name {len(letters)} band(s) but the data have "
+                         f"shape {data.shape}; give (band, y, x) data with one name per plane")
+    unit = _parse_unit(unit) if unit is not None else u.nanomaggy
+    if isinstance(meta, fits.Header):
+        header = meta.copy()
+    else:
+        header = fits.Header()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            for k, v in (meta or {}).items():
+                try:
+                    header[k] = v
+                except (ValueError, TypeError, KeyError):
+                    pass
+    _set_band_cards(header, letters, filters)
+    header["BUNIT"] = "nanomaggy" if unit == u.nanomaggy else unit.to_string()
+    for key, value in (cards or {}).items():
+        header[key] = value
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            mask = None
+    if uncertainty is not None and not hasattr(uncertainty, "uncertainty_type"):
+        uncertainty = StdDevUncertainty(np.asarray(uncertainty))
+    out = CCDData(data, unit=unit, wcs=wcs, mask=mask, uncertainty=uncertainty, meta=header)
+    if flags is not None:
+        out.flags = np.asarray(flags, np.uint8)
+    return out
+
+
+def provenance_cards(simulated=True, training_steps=None, **cards):
+    """The provenance cards of the package's outputs, in one place.
+
+    Parameters
+    ----------
+    simulated : bool or None
+        ``SIMULATD``: True for images a model generated, False for data
+        (partly) observed; None writes no ``SIMULATD`` card.
+    training_steps : int, optional
+        ``TRSTEPS``, the training steps of the model used.
+    **cards
+        Further cards, ``KEY=value`` or ``KEY=(value, comment)``, after
+        these.
+
+    Returns
+    -------
+    dict
+        ``ORIGIN`` (``"astro_sbgm <version>"``), then ``SIMULATD`` and
+        ``TRSTEPS`` when given, then ``cards``.
+    """
+    out = {"ORIGIN": f"astro_sbgm {__version__}"}
+    if simulated is not None:
+        out["SIMULATD"] = (bool(simulated), "generated by a diffusion model" if simulated
+                           else "observed data (generated pixels are flagged)")
+    if training_steps is not None:
+        out["TRSTEPS"] = (int(training_steps), "training steps of the model")
+    out.update(cards)
+    return out
+
+
 # --------------------------------------------------------------------------- writing
-def write_image(image, path, overwrite=False):
+def write_image(image, path, overwrite=False, draws=None):
     """Write a canonical image to FITS in the Legacy Survey cutout layout.
 
     The primary HDU holds the ``(band, y, x)`` cube with ``BUNIT``,
-    ``BAND0``, ``BAND1``, ... and the celestial WCS; a ``MASK`` extension
-    (uint8, 1 = bad) and an ``UNCERT`` extension (standard deviation) follow
-    when the image has them.  The file is written to a temporary name and
-    renamed, so an existing file is never left half-written.
+    ``BAND0``, ``BAND1``, ..., ``FILTER0``, ``FILTER1``, ... and the
+    celestial WCS; a ``MASK`` extension (uint8, 1 = bad), an ``UNCERT``
+    extension (standard deviation), a ``FLAGS`` extension (uint8, 1 = pixel
+    generated by astro_sbgm; from ``image.flags``) and ``DRAW`` extensions
+    (``draws``) follow when there are any.  Every extension is written to a
+    temporary file at once and the file renamed, so an existing file is
+    never left half-written.
 
     Parameters
     ----------
@@ -1093,6 +1684,11 @@ def write_image(image, path, overwrite=False):
         Output file name.
     overwrite : bool
         Replace an existing file.
+    draws : sequence of `~astropy.nddata.CCDData`, optional
+        Single draws (as `astro_sbgm.inpainting.inpaint` and
+        `astro_sbgm.transfer.transfer` return them with
+        ``return_draws=True``): written as ``DRAW`` extensions (``EXTVER``
+        1, 2, ...) in nanomaggy, each with its ``DRAWIDX``.
 
     Returns
     -------
@@ -1104,6 +1700,7 @@ def write_image(image, path, overwrite=False):
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
     """
+    flags = getattr(image, "flags", None)
     image = image if _is_canonical(image) else read_image(image)
     path = Path(path)
     if path.exists() and not overwrite:
@@ -1128,6 +1725,18 @@ def write_image(image, path, overwrite=False):
         uh.header["UTYPE"] = "StdDevUncertainty"
         uh.header["BUNIT"] = "nanomaggy"
         hdus.append(uh)
+    if flags is not None:
+        fh = fits.ImageHDU(np.asarray(flags, np.uint8), name="FLAGS")
+        fh.header["COMMENT"] = "1 = pixel generated by astro_sbgm"
+        hdus.append(fh)
+    for i, draw in enumerate(draws or []):
+        dh = fits.ImageHDU(as_nanomaggy(np.asarray(draw.data), draw.unit or u.nanomaggy),
+                           name="DRAW", ver=i + 1)
+        dh.header["BUNIT"] = ("nanomaggy", "flux per pixel")
+        dh.header["DRAWIDX"] = (int(draw.meta.get("DRAWIDX", i)), "index of this draw (0-based)")
+        dh.header["COMMENT"] = ("one draw: a galaxy with its sky noise; the primary HDU holds "
+                                "the mean of the draws")
+        hdus.append(dh)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -1139,13 +1748,21 @@ def write_image(image, path, overwrite=False):
     return path
 
 
-def _is_canonical(image):
+def is_canonical(image):
+    """Whether an image is already in the canonical form `read_image` returns.
+
+    A `~astropy.nddata.CCDData` of shape ``(band, y, x)`` in nanomaggy with
+    ``meta['BANDS']``; such images need no reading.
+    """
     return (isinstance(image, CCDData) and image.ndim == 3 and image.unit == u.nanomaggy
             and "BANDS" in image.meta)
 
 
+_is_canonical = is_canonical
+
+
 # --------------------------------------------------------------------------- model grid
-def to_model_grid(image, size, pixel_scale=0.262 * u.arcsec, rtol=1e-3):
+def to_model_grid(image, size, pixel_scale=LEGACY_SURVEY_PIXEL_SCALE, rtol=1e-3):
     """Bring a canonical image onto a model's ``size x size`` pixel grid.
 
     An image already ``size x size`` at ``pixel_scale`` (within ``rtol``, or
