@@ -18,16 +18,20 @@ Three parametrisations of the same variance-preserving diffusion
 
 Whatever the parametrisation, `Denoiser` returns the same two things to the
 samplers: the denoised image ``x0_hat`` and the implied noise ``eps_hat``.
+The formulas live once, in `astro_sbgm.diffusion.parametrisation`.
 """
+
+import copy
 
 import torch
 import torch.nn.functional as F
 
-from .samplers import randn_like
+from .noise import randn_like
+from .parametrisation import PARAMETRISATIONS, get_parametrisation
 
 __all__ = ["OBJECTIVES", "Denoiser", "training_loss", "draw_training_noise"]
 
-OBJECTIVES = ("eps", "v", "edm")
+OBJECTIVES = tuple(PARAMETRISATIONS)
 
 
 class Denoiser:
@@ -57,6 +61,31 @@ class Denoiser:
         self.sigma_data = float(sigma_data)
         self.nfe = 0
 
+    @property
+    def parametrisation(self):
+        """The `~astro_sbgm.diffusion.parametrisation.Parametrisation` of ``objective``."""
+        return get_parametrisation(self.objective, self.sigma_data)
+
+    @property
+    def device(self):
+        """The device of the network's parameters (the CPU for a network without any)."""
+        net = self.net
+        while not isinstance(net, torch.nn.Module) and hasattr(net, "net"):
+            net = net.net     # a wrapper such as autocast_forward
+        try:
+            return next(net.parameters()).device
+        except (AttributeError, StopIteration, TypeError):
+            return torch.device("cpu")
+
+    def with_clipping(self, clip_x0):
+        """A copy of this denoiser that clips ``x0_hat`` (True) or not (False, the model's
+        own score, as likelihoods need); ``self`` when it already does so."""
+        if bool(clip_x0) == bool(self.clip_x0):
+            return self
+        out = copy.copy(self)
+        out.clip_x0 = bool(clip_x0)
+        return out
+
     def _coefs(self, t, x):
         t = torch.as_tensor(t, dtype=torch.float64)
         if t.ndim == 0:
@@ -70,13 +99,7 @@ class Denoiser:
     def raw(self, x, t):
         """The network output and the preconditioned pieces, for training."""
         t32, alpha, sigma = self._coefs(t, x)
-        if self.objective == "edm":
-            s = sigma / alpha
-            d = self.sigma_data
-            c_in = 1.0 / torch.sqrt(s ** 2 + d ** 2)
-            out = self.net(x / alpha * c_in, t32)
-        else:
-            out = self.net(x, t32)
+        out = self.net(self.parametrisation.net_input(x, alpha, sigma), t32)
         return out, alpha, sigma
 
     def __call__(self, x, t):
@@ -84,15 +107,7 @@ class Denoiser:
         self.nfe += 1
         out, alpha, sigma = self.raw(x, t)
         out = out.to(x.dtype)
-        if self.objective == "eps":
-            x0 = (x - sigma * out) / alpha
-        elif self.objective == "v":
-            x0 = alpha * x - sigma * out
-        else:
-            s = sigma / alpha
-            d = self.sigma_data
-            xs = x / alpha
-            x0 = d ** 2 / (s ** 2 + d ** 2) * xs + s * d / torch.sqrt(s ** 2 + d ** 2) * out
+        x0 = self.parametrisation.to_x0(x, out, alpha, sigma)
         if self.clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
         eps = (x - alpha * x0) / sigma
@@ -183,24 +198,15 @@ def training_loss(denoiser, x0, generator=None, loss="l2", min_snr_gamma=None,
     noise = noise.to(x0.device, x0.dtype)
     x_t = sched.q_sample(x0, t, noise)
     out, alpha, sigma = denoiser.raw(x_t, t)
-    if denoiser.objective == "eps":
-        target = noise
-    elif denoiser.objective == "v":
-        target = alpha * noise - sigma * x0
-    else:
-        s = sigma / alpha
-        d = denoiser.sigma_data
-        c_skip = d ** 2 / (s ** 2 + d ** 2)
-        c_out = s * d / torch.sqrt(s ** 2 + d ** 2)
-        target = (x0 - c_skip * (x_t / alpha)) / c_out
+    param = denoiser.parametrisation
+    target = param.target(x0, noise, x_t, alpha, sigma)
     if loss == "l2":
         per = F.mse_loss(out.float(), target.float(), reduction="none")
     else:
         per = F.l1_loss(out.float(), target.float(), reduction="none")
     per = per.mean(dim=tuple(range(1, per.ndim)))
-    if min_snr_gamma is not None and denoiser.objective != "edm":
-        snr = (alpha / sigma).reshape(-1).float() ** 2
-        w = torch.clamp(snr, max=float(min_snr_gamma))
-        w = w / snr if denoiser.objective == "eps" else w / (snr + 1)
-        per = per * w
+    if min_snr_gamma is not None:
+        w = param.min_snr_weight((alpha / sigma).reshape(-1).float() ** 2, min_snr_gamma)
+        if w is not None:
+            per = per * w
     return per.mean()

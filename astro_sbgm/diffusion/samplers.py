@@ -42,27 +42,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .noise import randn_like
+
 __all__ = ["SAMPLERS", "Sampler", "get_sampler", "make_grid", "reverse_process", "GRIDS",
            "randn_like"]
 
 GRIDS = ("uniform", "quadratic", "karras")
-
-
-def randn_like(x, generator):
-    """Standard normal noise shaped like ``x``, drawn on the CPU.
-
-    ``generator`` may be one `torch.Generator` or a list with one generator
-    per sample of the batch; with a list, sample ``i`` gets the same noise
-    whatever else is in its batch, so results do not depend on batching.
-    """
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != x.shape[0]:
-            raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
-        noise = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=torch.float32)
-                             for g in generator])
-    else:
-        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
-    return noise.to(x.device, x.dtype)
 
 
 class Sampler(abc.ABC):
@@ -82,16 +67,41 @@ class Sampler(abc.ABC):
         Whether the rule draws fresh noise.
     evals_per_step : int
         Network evaluations per step (the last step may use fewer).
+    default_grid : str
+        Grid used when none is given (`make_grid` kinds).
+    every_timestep : bool
+        By default the rule steps through every integer timestep (the
+        paper's ancestral sampler) rather than a short grid.
     """
 
     name = "base"
     min_steps = 1
     stochastic = False
     evals_per_step = 1
+    default_grid = "karras"
+    every_timestep = False
 
     def __init__(self, **options):
         if options:
             raise TypeError(f"sampler {self.name!r} takes no option(s) {sorted(options)}")
+
+    def default_steps(self, T):
+        """Grid points used when none are given: ``T`` (every timestep) or 20."""
+        return int(T) if self.every_timestep else 20
+
+    def options(self):
+        """The constructor options this rule was made with (``get_sampler(name, **options)``)."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k) for k, p in params.items()
+                if k != "self" and p.kind == p.POSITIONAL_OR_KEYWORD and hasattr(self, k)}
+
+    def to_dict(self):
+        """JSON-safe description: ``{"name": ..., **options}``."""
+        return {"name": self.name, **self.options()}
+
+    def __repr__(self):
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
 
     def reset(self):
         """Forget multistep history (called at the start and after a jump up)."""
@@ -154,6 +164,8 @@ class DDPMSampler(Sampler):
 
     name = "ddpm"
     stochastic = True
+    default_grid = "uniform"
+    every_timestep = True
 
     def __init__(self, variance="beta"):
         if variance not in ("beta", "posterior"):
@@ -363,9 +375,8 @@ def _takes_eps(guidance):
     return "eps_hat" in params
 
 
-@torch.inference_mode()
 def reverse_process(denoiser, x, times, sampler="dpmpp-2m", generator=None, guidance=None,
-                    progress=False, **options):
+                    progress=False, grad=False, **options):
     """Run the reverse process from noisy ``x`` at ``times[0]`` to a clean image.
 
     Parameters
@@ -393,6 +404,11 @@ def reverse_process(denoiser, x, times, sampler="dpmpp-2m", generator=None, guid
         after a jump up.
     progress : bool
         Show a tqdm progress bar.
+    grad : bool
+        Run under `torch.no_grad` instead of `torch.inference_mode`, so that a
+        denoiser wrapper or a guidance hook may differentiate through the
+        network inside ``torch.enable_grad()`` (posterior-sampling
+        guidance); the results are the same.
 
     Returns
     -------
@@ -401,6 +417,12 @@ def reverse_process(denoiser, x, times, sampler="dpmpp-2m", generator=None, guid
     nfe : int
         Network evaluations used.
     """
+    with (torch.no_grad() if grad else torch.inference_mode()):
+        return _reverse(denoiser, x, times, sampler, generator, guidance, progress, options)
+
+
+def _reverse(denoiser, x, times, sampler, generator, guidance, progress, options):
+    """The loop of `reverse_process`."""
     rule = get_sampler(sampler, **options)
     rule.reset()
     times = [float(t) for t in times]
