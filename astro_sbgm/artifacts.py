@@ -26,7 +26,7 @@ import astropy.units as u
 from astropy.nddata import CCDData, NDData
 from astropy.table import QTable
 
-from .io import read_image
+from .io import as_batch, read_image
 
 __all__ = ["add_satellite_trails", "star_mask", "bad_column_mask"]
 
@@ -52,14 +52,14 @@ def _as_planes(image):
         if arr.ndim not in (2, 3):
             raise ValueError(f"an image array must be 2-D (y, x) or 3-D (band, y, x), got "
                              f"shape {arr.shape}")
-        return np.array(arr, dtype=np.float64, ndmin=3), ("array", arr.ndim, arr.dtype)
+        return as_batch(arr, name="image")[0][0], ("array", arr.ndim, arr.dtype)
     if isinstance(image, NDData) and not isinstance(image, CCDData):
         image = CCDData(image.data, unit=image.unit or u.nanomaggy, wcs=image.wcs,
                         mask=image.mask, meta=image.meta,
                         uncertainty=image.uncertainty)
     if not isinstance(image, CCDData):
         image = read_image(image)
-    return np.array(image.data, dtype=np.float64, ndmin=3), ("ccd", image)
+    return as_batch([np.asarray(image.data)], name="image")[0][0], ("ccd", image)
 
 
 def add_satellite_trails(image, n_trails=1, brightness=(1.0, 30.0), width=(1.0, 4.0),

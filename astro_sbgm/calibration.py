@@ -16,20 +16,16 @@ Fit it on real galaxies the model was *not* trained on, like every other compari
 """
 
 import json
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import astropy.units as u
-from astropy.io import fits
-from astropy.nddata import CCDData, NDData, StdDevUncertainty
+from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.table import QTable
-from astropy.wcs import WCS
 
 from .bands import parse_bands
 from .exceptions import FluxCalibrationWarning
-from .io import read_images
+from .io import holds_many, read_images
 
 __all__ = ["FluxCalibration", "FluxCalibrationWarning", "PAPER_SLOPES"]
 
@@ -57,19 +53,6 @@ def _check_slopes(slopes):
             raise ValueError(f"the factor of band {band!r} must be finite and > 0, got {value}")
         out[band] = value
     return out
-
-
-def _many(images):
-    """Whether ``images`` is a collection of images (else one image)."""
-    if isinstance(images, np.ndarray):
-        return images.ndim == 4
-    if isinstance(images, (str, os.PathLike)):
-        return Path(images).is_dir() or any(c in str(images) for c in "*?[")
-    if isinstance(images, (list, tuple)):
-        if len(images) == 2 and isinstance(images[1], (WCS, fits.Header)):
-            return False  # (array, WCS)
-        return not all(isinstance(p, NDData) and np.ndim(p.data) == 2 for p in images)
-    return False
 
 
 def _medians(images, bands, which):
@@ -351,7 +334,7 @@ class FluxCalibration:
                              "or use FluxCalibration.paper()")
         ccds = read_images(images, bands=bands)
         out = [self._apply_one(ccd, i) for i, ccd in enumerate(ccds)]
-        return out if _many(images) else out[0]
+        return out if holds_many(images, bands) else out[0]
 
     def _apply_one(self, ccd, index):
         have = parse_bands(ccd.meta["BANDS"])

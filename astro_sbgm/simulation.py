@@ -42,7 +42,7 @@ from astropy.table import QTable
 from astropy.wcs import WCS
 
 from .bands import parse_bands
-from .io import _bands_from_header, _celestial, read_image, read_images
+from .io import _celestial, image_bands, read_image, read_images
 
 __all__ = ["inject", "cutouts", "to_galsim", "GRID_TOLERANCE"]
 
@@ -151,7 +151,7 @@ def _background(planes, background, border_width, index):
 
 def _image_bands(image, nplanes, bands):
     """Band names of the image's planes and the bands to inject into."""
-    named = _bands_from_header(image.meta, nplanes)
+    named = image_bands(image.meta, nplanes)
     want = None if bands is None else parse_bands(bands)
     if named is None:
         if want is None or len(want) != nplanes:

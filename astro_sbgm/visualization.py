@@ -38,7 +38,8 @@ import numpy as np
 from astropy.nddata import NDData
 from astropy.visualization import ManualInterval, make_lupton_rgb
 
-from .bands import BAND_WAVELENGTHS, parse_bands
+from .bands import BAND_WAVELENGTHS
+from .io import as_batch
 
 __all__ = ["rgb_composite", "linear_rgb", "plot_montage", "plot_comparison",
            "LEGACY_SURVEY_RGB_SCALES"]
@@ -64,31 +65,6 @@ def _to_numpy(x):
     return np.asarray(x)
 
 
-def _meta_bands(meta):
-    """Band names stored in an NDData's meta (``BANDS`` or ``BAND0``...), or None."""
-    meta = meta or {}
-    if "BANDS" in meta:
-        return meta["BANDS"]
-    if "BAND0" in meta:
-        names, i = [], 0
-        while f"BAND{i}" in meta:
-            names.append(meta[f"BAND{i}"])
-            i += 1
-        return names
-    return None
-
-
-def _band_names(bands, nplanes):
-    """Parsed band names (or None) checked against the number of planes."""
-    if bands is None:
-        return None
-    names = parse_bands(bands)
-    if len(names) != nplanes:
-        raise ValueError(f"bands {names} name {len(names)} band(s) but the image has "
-                         f"{nplanes} plane(s); pass bands= with one name per plane")
-    return names
-
-
 def _finite(data):
     """Float copy of ``data`` with non-finite pixels set to 0."""
     data = np.asarray(data, dtype=float)
@@ -97,17 +73,9 @@ def _finite(data):
 
 def _image_planes(image, bands):
     """One image as ((band, y, x) float array, band names or None)."""
-    if isinstance(image, NDData):
-        data, meta_bands = np.asarray(image.data), _meta_bands(image.meta)
-    else:
-        data, meta_bands = _to_numpy(image), None
-    if data.ndim == 2:
-        data = data[None]
-    if data.ndim != 3:
-        raise ValueError(f"an image must have shape (band, y, x) or (y, x), got shape "
-                         f"{data.shape}")
-    names = _band_names(bands if bands is not None else meta_bands, data.shape[0])
-    return _finite(data), names
+    data, names = as_batch([image if isinstance(image, NDData) else _to_numpy(image)], bands,
+                           name="image")
+    return _finite(data[0]), names
 
 
 def _image_list(images):
@@ -132,22 +100,8 @@ def _image_list(images):
 
 def _as_batch(images, bands):
     """Images as ((N, band, y, x) float array, band names or None)."""
-    if isinstance(images, np.ndarray) or hasattr(images, "detach"):
-        arr = _to_numpy(images)
-        if arr.ndim == 4:
-            if arr.shape[0] == 0:
-                raise ValueError("images is empty: give at least one image")
-            return _finite(arr), _band_names(bands, arr.shape[1])
-    planes = [_image_planes(item, bands) for item in _image_list(images)]
-    shapes = sorted({p.shape for p, _ in planes})
-    if len(shapes) != 1:
-        raise ValueError(f"the images have different shapes {shapes}; cut them to one "
-                         f"shape first")
-    found = sorted({names for _, names in planes}, key=str)
-    if len(found) != 1:
-        raise ValueError(f"the images name different bands {found}; pass bands= to "
-                         f"name the planes of all of them")
-    return np.stack([p for p, _ in planes]), found[0]
+    data, names = as_batch(images, bands)
+    return _finite(data), names
 
 
 # ------------------------------------------------------------ bands -> colours

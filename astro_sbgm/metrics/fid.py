@@ -42,7 +42,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..visualization import _as_batch, linear_rgb
+from ..io import as_batch
+from ..visualization import linear_rgb
 from .distances import SGD_COLUMNS, _split, read_catalogue
 
 __all__ = ["frechet_distance", "FIDInceptionV3", "load_fid_inception", "inception_features",
@@ -450,7 +451,8 @@ def _rgb(images, bands, clip, percentile):
 
 
 def _common_clip(images, bands, percentile):
-    data, _ = _as_batch(images, bands)  # non-finite pixels are 0, as in the composite
+    data, _ = as_batch(images, bands)
+    data = np.where(np.isfinite(data), data, 0.0)  # non-finite pixels are 0, as in the composite
     level = np.percentile(data, percentile)
     return float(level) if level > 0 else 1.0
 

@@ -22,6 +22,8 @@ import torch
 from astropy.nddata import NDData
 from scipy import stats
 
+from ..io import as_batch
+
 __all__ = ["nearest_neighbours", "memorisation_check", "MemorisationResult"]
 
 
@@ -29,18 +31,10 @@ def _as_batch(images, name):
     """A float32 torch tensor (n, ...) from an array, tensor, NDData or a list of them."""
     if isinstance(images, torch.Tensor):
         out = images.detach().to(torch.float32).cpu()
-    elif isinstance(images, NDData):
-        out = torch.as_tensor(np.asarray(images.data, np.float32)[None])
-    elif isinstance(images, (list, tuple)):
-        if len(images) == 0:
+    elif isinstance(images, (NDData, list, tuple)):
+        if isinstance(images, (list, tuple)) and len(images) == 0:
             raise ValueError(f"{name} is empty")
-        arrays = [np.asarray(im.data if isinstance(im, NDData) else im, np.float32)
-                  for im in images]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1:
-            raise ValueError(f"{name} holds images of different shapes {sorted(shapes)}; "
-                             "bring them onto one grid first")
-        out = torch.as_tensor(np.stack(arrays))
+        out = torch.as_tensor(as_batch(images, dtype=np.float32, name=name)[0])
     else:
         out = torch.as_tensor(np.asarray(images, np.float32))
     if out.ndim < 2 or out.shape[0] == 0:

@@ -102,6 +102,7 @@ from scipy import sparse
 
 from ..bands import LEGACY_SURVEY_PIXEL_SCALE, parse_bands
 from ..exceptions import PhotometryWarning
+from ..io import is_canonical, pixel_scale_of, read_images
 from . import _morphology
 
 __all__ = ["measure_galaxies", "ab_magnitude", "MeasurementFlag", "PhotometryWarning",
@@ -573,11 +574,7 @@ def _celestial_wcs(image):
 
 def _pixel_scale_of(image, default):
     wcs = _celestial_wcs(image)
-    if wcs is not None:
-        from astropy.wcs.utils import proj_plane_pixel_scales
-        scales = proj_plane_pixel_scales(wcs)
-        return float(np.sqrt(scales[0] * scales[1])) * 3600.0
-    return default
+    return default if wcs is None else pixel_scale_of(wcs).to_value(u.arcsec)
 
 
 def _canonical_list(images, bands):
@@ -594,8 +591,7 @@ def _canonical_list(images, bands):
         return None
     wanted = None if bands is None else parse_bands(bands)
     for im in images:
-        if not (isinstance(im, CCDData) and im.unit == u.nanomaggy and np.ndim(im.data) == 3
-                and "BANDS" in im.meta):
+        if not is_canonical(im):
             return None
         if wanted is not None and tuple(str(im.meta["BANDS"]).split(",")) != wanted:
             return None
@@ -641,7 +637,6 @@ def _parse_input(images, bands, pixel_scale, errors="auto"):
 
     ccds = _canonical_list(images, bands)
     if ccds is None:
-        from ..io import read_images  # imported here: io is the package's input layer
         ccds = read_images(images, bands=bands)
     if len(ccds) == 0:
         raise ValueError("no images were given (the input is empty)")
