@@ -361,6 +361,15 @@ class UNet(nn.Module):
         Number of GroupNorm groups; every level width must be divisible by it.
     mid_attention : bool, optional
         Whether the bottleneck has gated attention between its two residual blocks.
+    cond_dim : int, optional
+        Length of a condition vector (standardised catalogue properties) whose
+        embedding is added to the timestep embedding (classifier-free guidance,
+        Ho & Salimans 2022): ``cond_mlp``, ``Linear(cond_dim, 4 dim), Mish,
+        Linear(4 dim, dim)`` with the last layer zero-initialised, so a new
+        embedding leaves the network's output unchanged.  0 (the default) builds
+        no embedding: the network, its parameters and its `to_config` are those
+        of an unconditional U-Net.  See `add_condition_embedding` to add one to
+        a trained network.
 
     Raises
     ------
@@ -379,7 +388,7 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels=3, out_channels=None, dim=64, dim_mults=(1, 2, 4, 8),
                  attention_levels=None, attention_heads=4, attention_head_dim=32, groups=8,
-                 mid_attention=True):
+                 mid_attention=True, cond_dim=0):
         super().__init__()
         in_channels = check_positive_int("in_channels", in_channels)
         out_channels = (in_channels if out_channels is None
@@ -461,6 +470,54 @@ class UNet(nn.Module):
 
         self.final_conv = nn.Sequential(_Block(widths[0], dim, groups),
                                         nn.Conv2d(dim, out_channels, 1))
+        cond_dim = int(cond_dim)
+        if cond_dim < 0:
+            raise ValueError(f"cond_dim must be >= 0 (0: no condition embedding), got {cond_dim}")
+        if cond_dim:
+            self.add_condition_embedding(cond_dim)
+
+    def add_condition_embedding(self, cond_dim, seed=0):
+        """Give the network a condition embedding (zero-initialised last layer).
+
+        The embedding of a condition vector is added to the timestep embedding;
+        its last layer starts at zero, so right after this call the network
+        gives exactly the outputs it gave before, conditioned or not, and
+        fine-tuning starts from the unconditional model.
+
+        Parameters
+        ----------
+        cond_dim : int
+            Length of the condition vector.
+        seed : int, optional
+            Seed of the first layer's initial weights (the global random state
+            is left as it was).
+
+        Raises
+        ------
+        ValueError
+            If the network already has a condition embedding, or ``cond_dim``
+            is not a positive integer.
+        """
+        cond_dim = check_positive_int("cond_dim", cond_dim)
+        if getattr(self, "cond_mlp", None) is not None:
+            raise ValueError(f"this UNet already has a condition embedding (cond_dim="
+                             f"{self._config['cond_dim']})")
+        dim = self.dim
+        ref = self.mlp[0].weight
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            first = nn.Linear(cond_dim, 4 * dim)
+        last = nn.Linear(4 * dim, dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.cond_mlp = nn.Sequential(first, _Mish(), last).to(device=ref.device,
+                                                                  dtype=ref.dtype)
+        self._config["cond_dim"] = cond_dim
+
+    @property
+    def cond_dim(self):
+        """int: Length of the condition vector (0: an unconditional network)."""
+        return int(self._config.get("cond_dim", 0))
 
     @property
     def config(self):
@@ -524,7 +581,7 @@ class UNet(nn.Module):
                              f"got shape {tuple(t.shape)}")
         return t
 
-    def forward(self, x, t):
+    def forward(self, x, t, cond=None):
         """Predict the noise in ``x`` at diffusion time ``t``.
 
         Parameters
@@ -535,6 +592,12 @@ class UNet(nn.Module):
         t : torch.Tensor or float or int
             Timesteps on the 0..999 scale, shape (N,) or a scalar (shared by the batch).
             Fractional values are allowed.
+        cond : torch.Tensor, optional
+            Condition vectors, shape (N, cond_dim), for a network with a condition
+            embedding.  A row holding a NaN (and ``cond=None``, every row) is
+            unconditional: its embedding is not added, so the output is that of
+            the network without conditions (classifier-free guidance's
+            unconditional prediction).
 
         Returns
         -------
@@ -546,6 +609,8 @@ class UNet(nn.Module):
         ValueError
             If ``x`` does not have 4 dimensions, has the wrong number of channels, or a size
             that is not divisible by the down-sampling factor, or if ``t`` has a bad shape.
+            If ``cond`` is given to a network without a condition embedding, or
+            has another shape than (N, cond_dim).
         TypeError
             If ``t`` is neither a number nor a tensor.
         """
@@ -562,6 +627,8 @@ class UNet(nn.Module):
                     f"image {name} {size} is not divisible by {factor} = 2 ** "
                     f"(len(dim_mults) - 1); pad or crop to a multiple of {factor}")
         emb = self.mlp(_sinusoidal_embedding(self._timesteps(t, n, x.device), self.dim))
+        if cond is not None:
+            emb = emb + self._condition_embedding(cond, n, emb)
         emb = emb.to(x.dtype)
 
         h = x
@@ -579,9 +646,24 @@ class UNet(nn.Module):
 
         return self.final_conv(h)
 
+    def _condition_embedding(self, cond, n, emb):
+        """``cond_mlp(cond)`` for rows without NaN, 0 for the others."""
+        if self.cond_dim == 0:
+            raise ValueError("cond was given but this UNet has no condition embedding "
+                             "(cond_dim=0); build it with cond_dim or call "
+                             "add_condition_embedding")
+        if not isinstance(cond, torch.Tensor) or cond.shape != (n, self.cond_dim):
+            shape = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
+            raise ValueError(f"cond must be a tensor of shape ({n}, {self.cond_dim}), "
+                             f"got {shape}")
+        cond = cond.to(device=emb.device, dtype=emb.dtype)
+        keep = torch.isfinite(cond).all(dim=1, keepdim=True)
+        out = self.cond_mlp(torch.where(keep, cond, torch.zeros_like(cond)))
+        return out * keep.to(out.dtype)
+
     def extra_repr(self):
         return ", ".join(f"{k}={v}" for k, v in self._config.items())
 
 
 _CONFIG_KEYS = ("in_channels", "out_channels", "dim", "dim_mults", "attention_levels",
-                "attention_heads", "attention_head_dim", "groups", "mid_attention")
+                "attention_heads", "attention_head_dim", "groups", "mid_attention", "cond_dim")
