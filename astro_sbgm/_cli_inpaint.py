@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from ._cli_common import add_model_source, load_model
+from ._cli_common import (add_deprecated, add_input_bands, add_model_source, add_progress,
+                          add_sampler_options, add_seed, load_model)
 
 __all__ = ["add_inpaint_parser", "add_transfer_parser", "inpaint_command", "transfer_command",
            "write_result", "parse_mask_bits"]
@@ -100,16 +101,14 @@ def _common(p):
     p.add_argument("--save-draws", action="store_true",
                    help="also write every draw as a DRAW extension (EXTVER 1..N): the "
                         "galaxies to measure, with their sky noise")
-    p.add_argument("--sampler", default=None, help="override the sampler")
-    p.add_argument("--steps", type=int, default=None, help="override the number of steps")
-    p.add_argument("--seed", type=int, default=None, help="random seed")
-    p.add_argument("--weights", choices=("ema", "model"), default="ema",
-                   help="weight average (default) or raw weights")
-    p.add_argument("--bands", default=None,
-                   help="band names of the input when the file does not record them")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto)")
+    add_sampler_options(p)
+    add_seed(p, "the draws", default=None)
+    add_input_bands(p)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    add_progress(p)
+    add_deprecated(p, "--progress", "progress_flag", "progress bars are shown by default "
+                   "now: drop --progress (--quiet hides them)", flag=True)
 
 
 def add_inpaint_parser(subparsers):
@@ -232,8 +231,8 @@ def inpaint_command(args):
                      method=args.method,
                      n_draws=args.n_draws, t_start=args.t_start, steps=args.steps,
                      jump_length=args.jump_length, n_resample=args.n_resample, seed=args.seed,
-                     weights=args.weights, bands=args.bands, hdu=_hdu(args.hdu),
-                     progress=args.progress, return_draws=args.save_draws, **kwargs)
+                     weights=args.weights, bands=args.input_bands, hdu=_hdu(args.hdu),
+                     progress=not args.quiet, return_draws=args.save_draws, **kwargs)
     result, draws = result if args.save_draws else (result, None)
     write_result(result, args.output, overwrite=args.overwrite, draws=draws)
     print(f"{args.output}: {result.meta['NFILLED']} pixel(s) inpainted ({args.method}, "
@@ -253,9 +252,9 @@ def transfer_command(args):
     if args.ode:
         kwargs = {"sampler": "dpmpp-2m"}
     result = transfer(model, args.input, strength=args.strength, n_draws=args.n_draws,
-                      steps=args.steps, seed=args.seed, weights=args.weights, bands=args.bands,
-                      mapping=args.mapping, flux_range=args.flux_range,
-                      progress=args.progress, return_draws=args.save_draws, **kwargs)
+                      steps=args.steps, seed=args.seed, weights=args.weights,
+                      bands=args.input_bands, mapping=args.mapping, flux_range=args.flux_range,
+                      progress=not args.quiet, return_draws=args.save_draws, **kwargs)
     result, draws = result if args.save_draws else (result, None)
     write_result(result, args.output, overwrite=args.overwrite, draws=draws)
     print(f"{args.output}: SDEdit at strength {args.strength} ({result.meta['SAMPLER']}, "

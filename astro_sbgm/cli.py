@@ -25,52 +25,67 @@ import sys
 import time
 from pathlib import Path
 
-from ._cli_common import add_model_source, load_model
+from ._cli_common import (add_count, add_deprecated, add_input_bands, add_model_source,
+                          add_progress, add_sampler_options, add_seed, expand_inputs,
+                          load_model, numbered_name)
+from ._cli_inpaint import add_inpaint_parser, add_transfer_parser
+from .estimator import PRESETS, QUICKSTART
 
-__all__ = ["main", "build_parser", "QUICKSTART", "in_cli_words", "KEYWORD_FLAGS"]
+__all__ = ["main", "build_parser", "QUICKSTART", "in_cli_words", "KEYWORD_FLAGS",
+           "MODEL_DEFAULTS"]
 
-#: The quickstart: ``n_samples`` galaxies from the bundled model; with
-#: ``--train``, the recipe of a small model that trains in about 8 minutes on a
-#: 2-core CPU (see the docs).
-QUICKSTART = dict(
-    n_train=2000, size=32, steps=3000, minutes=8.0, n_samples=64, sample_steps=10,
-    model=dict(image_size=32, dim=32, dim_mults=(1, 2, 2), attention_levels=(False, False, True),
-               objective="v", batch_size=32, learning_rate=1e-3, lr_warmup=100,
-               ema_halflife=10_000, ema_rampup=0.1),
-)
+#: The model options of ``astro-sbgm train`` when neither the option nor
+#: ``--preset`` sets them.  With ``--preset NAME`` the preset's values (see
+#: `astro_sbgm.PRESETS`) replace these, and an option given on the command line
+#: replaces the preset's value.
+MODEL_DEFAULTS = dict(image_size=64, dim=32, dim_mults=(1, 2, 4, 8), objective="v",
+                      batch_size=16, learning_rate=2e-4)
 
 
 def _add_model_options(p):
-    g = p.add_argument_group("model")
-    g.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
-    g.add_argument("--bands", default="grz", help="bands, e.g. grz (default)")
-    g.add_argument("--dim", type=int, default=32, help="U-Net base width (default 32)")
-    g.add_argument("--dim-mults", default="1,2,4,8",
-                   help="per-level width multipliers (default 1,2,4,8)")
-    g.add_argument("--objective", default="v", choices=["eps", "v", "edm"])
-    g.add_argument("--preset", choices=["paper"], help="start from a named preset")
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--lr", type=float, default=2e-4, help="learning rate")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto")
+    g = p.add_argument_group(
+        "model", "Without --preset, the defaults below; with --preset NAME, the preset's "
+        "values, and every option given here replaces the preset's value.")
+    g.add_argument("--preset", choices=sorted(PRESETS),
+                   help="start from a named hyper-parameter set (astro_sbgm.PRESETS)")
+    g.add_argument("--size", type=int, default=None,
+                   help=f"image size in pixels (default {MODEL_DEFAULTS['image_size']})")
+    g.add_argument("--bands", default="grz",
+                   help="the bands of the new model, in order (default grz); the bands of "
+                   "input files that do not record them are --input-bands")
+    g.add_argument("--dim", type=int, default=None,
+                   help=f"U-Net base width (default {MODEL_DEFAULTS['dim']})")
+    g.add_argument("--dim-mults", default=None,
+                   help="per-level width multipliers (default "
+                   f"{','.join(map(str, MODEL_DEFAULTS['dim_mults']))})")
+    g.add_argument("--objective", default=None, choices=["eps", "v", "edm"],
+                   help=f"training objective (default {MODEL_DEFAULTS['objective']})")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help=f"training batch size (default {MODEL_DEFAULTS['batch_size']})")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default {MODEL_DEFAULTS['learning_rate']})")
+    add_seed(g, "the model's initial weights, the data order, the noise of training and "
+             "the --mock galaxies")
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
 
 
 def _add_sample_options(p, n_default=16):
     g = p.add_argument_group("sampling")
-    # -n as well: under torchrun, whose own parser takes "--n" for an abbreviation of
-    # its --nnodes/--nproc-per-node, write "-n 100000"
-    g.add_argument("-n", "--n", type=int, default=n_default,
-                   help="number of galaxies (under torchrun write -n N)")
-    g.add_argument("--sampler", default="dpmpp-2m",
-                   help="ddpm, ddim, dpmpp-2m (default), euler, heun")
-    g.add_argument("--steps", dest="sample_steps", type=int, default=None,
-                   help="sampler steps (default: 20; 1000 for ddpm)")
-    g.add_argument("--sample-seed", type=int, default=0, help="seed of the samples")
-    g.add_argument("--weights", default="ema", choices=["ema", "model"])
+    add_count(g, n_default)
+    add_sampler_options(g, "dpmpp-2m", steps_default="20; the schedule's T, 1000, for ddpm")
+    add_seed(g, "the galaxies: galaxy i of a seed is the same whatever --batch-size or "
+             "the number of processes")
+    add_deprecated(g, "--sample-seed", "seed", "use --seed", type=int)
 
 
 def build_parser():
-    """The argparse parser of ``astro-sbgm``."""
+    """The argparse parser of ``astro-sbgm``, with every sub-command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser (the docs' command-line reference is generated from it).
+    """
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -84,23 +99,25 @@ def build_parser():
                        "about 8 minutes on 2 CPU cores), write FITS files, a montage, a "
                        "measured catalogue and the SGD against fresh mock galaxies, and "
                        "remove a simulated satellite trail from one held-out galaxy.")
-    q.add_argument("-o", "--output", default="astro-sbgm-quickstart", help="output folder")
-    src = q.add_mutually_exclusive_group()
-    src.add_argument("--model", metavar="DIR", help="use this saved model")
-    src.add_argument("--pretrained", metavar="NAME", help="use this bundled model (default "
-                     "the package's default model)")
+    q.add_argument("-o", "--output", default="astro-sbgm-quickstart",
+                   help="output folder (default %(default)s)")
+    src = add_model_source(q, required=False)
     src.add_argument("--train", action="store_true",
-                     help="train the small quickstart model on mock data first (minutes)")
-    q.add_argument("--n-train", type=int, default=QUICKSTART["n_train"])
+                     help="train the small quickstart model (--preset quickstart) on mock "
+                     "data first (minutes)")
+    q.add_argument("--n-train", type=int, default=QUICKSTART["n_train"],
+                   help="mock galaxies to train on with --train (default %(default)s)")
     q.add_argument("--train-steps", type=int, default=QUICKSTART["steps"],
                    help="most training steps (default %(default)s)")
     q.add_argument("--minutes", type=float, default=QUICKSTART["minutes"],
                    help="training time budget in minutes (default %(default)s); training "
                    "stops at whichever of --train-steps and --minutes comes first")
-    q.add_argument("--n", type=int, default=QUICKSTART["n_samples"], help="galaxies to draw")
-    q.add_argument("--seed", type=int, default=1)
+    add_count(q, QUICKSTART["n_samples"])
+    add_seed(q, "the training and its mock galaxies with --train, the galaxies drawn, the "
+             "fresh mock galaxies they are compared with and the satellite trail", default=1)
     q.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart")
-    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress(q)
+    q.set_defaults(func=_cmd_quickstart)
 
     t = sub.add_parser("train", help="train a model on FITS cutouts or mock data")
     t.add_argument("inputs", nargs="*", help="FITS files, directories or globs")
@@ -111,9 +128,14 @@ def build_parser():
     t.add_argument("--checkpoint-dir", help="checkpoint folder (default OUTPUT/checkpoints)")
     t.add_argument("--checkpoint-every", type=int, default=1000)
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    t.add_argument("--overwrite", action="store_true")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the model and checkpoints of an earlier run in OUTPUT")
+    t.add_argument("--input-bands", dest="input_bands", metavar="BANDS", default=None,
+                   help="band names of the input files, in order, for files that do not "
+                   "record them (BANDS or BANDn cards)")
+    add_progress(t)
     _add_model_options(t)
+    t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser(
         "sample", help="draw galaxies from a saved model into FITS files",
@@ -125,7 +147,9 @@ def build_parser():
         "the indices.")
     add_model_source(s)
     s.add_argument("-o", "--output", required=True, help="folder for the FITS files")
-    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--batch-size", type=int, default=64,
+                   help="galaxies per network batch (default 64); the galaxies do not "
+                   "depend on it")
     s.add_argument("--device", default="auto",
                    help="auto (default), cpu, cuda; under torchrun each process takes "
                    "cuda:LOCAL_RANK")
@@ -133,23 +157,29 @@ def build_parser():
                    help="bf16: network under bfloat16 autocast on CUDA (default fp32)")
     s.add_argument("--overwrite", action="store_true",
                    help="draw every galaxy again, replacing files of an earlier run")
-    s.add_argument("--quiet", action="store_true")
+    add_progress(s)
     _add_sample_options(s)
+    s.set_defaults(func=_cmd_sample)
 
     m = sub.add_parser("measure", help="photometry catalogue of FITS cutouts")
     m.add_argument("inputs", nargs="+", help="FITS files, directories or globs")
     m.add_argument("-o", "--output", required=True, help="catalogue (.ecsv or .fits)")
-    m.add_argument("--bands", help="band names when the files do not carry them")
-    m.add_argument("--aperture", type=float, default=12.0, help="aperture diameter (pixels)")
-    m.add_argument("--overwrite", action="store_true")
+    add_input_bands(m)
+    m.add_argument("--aperture", type=float, default=12.0,
+                   help="aperture diameter in pixels (default %(default)s)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
+    add_progress(m)
+    m.set_defaults(func=_cmd_measure)
 
     d = sub.add_parser("sgd", help="Synthetic Galaxy Distance between two catalogues")
     d.add_argument("a", help="first catalogue")
     d.add_argument("b", help="second catalogue")
-    d.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--bootstrap", type=int, default=0,
+                   help="bootstrap resamples for the spread (default 0: none)")
+    add_seed(d, "the bootstrap resamples")
     d.add_argument("--pixel-scale", type=float, default=None, metavar="ARCSEC",
                    help="arcsec per pixel, to convert radius columns given in pixels")
+    d.set_defaults(func=_cmd_sgd)
 
     sc = sub.add_parser(
         "score", help="log-likelihood and anomaly score of images under a model",
@@ -166,26 +196,16 @@ def build_parser():
     sc.add_argument("--probes", type=int, default=1, help="Hutchinson probes of ode")
     sc.add_argument("--reference", choices=("complexity", "none"), default="complexity",
                     help="correction of the score for image complexity (default complexity)")
-    sc.add_argument("--bands", help="band names when the files do not carry them")
-    sc.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
-    sc.add_argument("--device", default="auto")
-    sc.add_argument("--overwrite", action="store_true")
-    sc.add_argument("--quiet", action="store_true")
+    add_input_bands(sc)
+    add_seed(sc, "the noise levels and probes of the likelihood")
+    sc.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
+    sc.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    add_progress(sc)
     sc.set_defaults(func=_cmd_score)
 
-    for hook in _extra_parsers():
-        hook(sub)
+    add_inpaint_parser(sub)
+    add_transfer_parser(sub)
     return parser
-
-
-def _extra_parsers():
-    hooks = []
-    try:
-        from ._cli_inpaint import add_inpaint_parser, add_transfer_parser
-        hooks += [add_inpaint_parser, add_transfer_parser]
-    except ImportError:
-        pass
-    return hooks
 
 
 def _prepare_output(path, overwrite):
@@ -204,7 +224,7 @@ def _write_all(images, folder, stem, overwrite=True):
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, img in enumerate(images):
-        paths.append(write_image(img, folder / f"{stem}_{i:05d}.fits", overwrite=overwrite))
+        paths.append(write_image(img, folder / numbered_name(stem, i), overwrite=overwrite))
     return paths
 
 
@@ -359,7 +379,6 @@ def run_quickstart(output="astro-sbgm-quickstart", model=None, n_train=QUICKSTAR
 
 def _cmd_score(args):
     """``astro-sbgm score``: one row per input file."""
-    import glob
     import os
 
     import numpy as np
@@ -369,19 +388,8 @@ def _cmd_score(args):
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{str(out)!r} exists; choose another name or pass --overwrite")
-    files = []
-    for item in args.inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in
-                            (".fits", ".fit", ".fz", ".gz"))
-        elif any(c in item for c in "*?["):
-            files += sorted(glob.glob(item))
-        else:
-            files.append(item)
-    if not files:
-        raise ValueError(f"no FITS files found in {args.inputs}")
-    images = [read_image(f, bands=args.bands) for f in files]
+    files = expand_inputs(args.inputs)
+    images = [read_image(f, bands=args.input_bands) for f in files]
     est = load_model(args, device=args.device)
     table = est.anomaly_scores(images, reference=args.reference, method=args.method,
                                n_levels=args.levels, steps=args.ode_steps,
@@ -399,17 +407,27 @@ def _cmd_score(args):
     return 0
 
 
+def _model_params(args):
+    """The model's keyword arguments: the options given, over the preset or `MODEL_DEFAULTS`."""
+    given = dict(image_size=args.size, dim=args.dim, objective=args.objective,
+                 batch_size=args.batch_size, learning_rate=args.lr)
+    if args.dim_mults is not None:
+        try:
+            given["dim_mults"] = tuple(int(v) for v in args.dim_mults.split(","))
+        except ValueError:
+            raise ValueError(f"--dim-mults {args.dim_mults}: give comma-separated integers "
+                             "such as 1,2,4,8") from None
+    given = {k: v for k, v in given.items() if v is not None}
+    base = dict(PRESETS[args.preset]) if args.preset else {}
+    params = {**MODEL_DEFAULTS, **base, **given}
+    params.update(bands=args.bands, seed=args.seed, device=args.device)
+    return params
+
+
 def _model_from_args(args):
     from . import GalaxyDiffusion
 
-    params = dict(image_size=args.size, bands=args.bands, dim=args.dim,
-                  dim_mults=tuple(int(v) for v in args.dim_mults.split(",")),
-                  objective=args.objective, batch_size=args.batch_size,
-                  learning_rate=args.lr, seed=args.seed, device=args.device)
-    if args.preset:
-        keep = {k: params[k] for k in ("image_size", "bands", "seed", "device")}
-        return GalaxyDiffusion.from_preset(args.preset, **keep)
-    return GalaxyDiffusion(**params)
+    return GalaxyDiffusion(**_model_params(args))
 
 
 def _cmd_train(args):
@@ -423,7 +441,8 @@ def _cmd_train(args):
         raise FileExistsError(f"{str(out)!r} is not empty; pass --resume to continue or "
                               "--overwrite")
     est = _model_from_args(args)
-    data = (make_mock_legacy_survey(args.mock, size=args.size, bands=args.bands, seed=args.seed)
+    data = (make_mock_legacy_survey(args.mock, size=est.image_size, bands=args.bands,
+                                    seed=args.seed)
             if args.mock else list(args.inputs))
     ckpt = args.checkpoint_dir or str(out / "checkpoints")
     from . import distributed
@@ -432,7 +451,7 @@ def _cmd_train(args):
     try:
         est.fit(data, steps=args.train_steps, checkpoint_dir=ckpt,
                 checkpoint_every=args.checkpoint_every, resume=args.resume,
-                progress=not args.quiet,
+                progress=not args.quiet, bands=args.input_bands,
                 time_limit=None if args.minutes is None else 60.0 * args.minutes)
     except TrainingInterrupted as stop:
         # preemption, a time limit or Ctrl-C: the step is checkpointed; save the model too
@@ -455,7 +474,7 @@ SAMPLE_INDEX = "index.ecsv"
 
 
 def _sample_name(index):
-    return f"sample_{index:06d}.fits"
+    return numbered_name("sample", index)
 
 
 def _model_digest(model):
@@ -554,8 +573,8 @@ def _cmd_sample(args):
     dist.init_distributed(est.device_)
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    steps = est.default_steps(args.sampler) if args.sample_steps is None else args.sample_steps
-    settings = {"seed": args.sample_seed, "sampler": args.sampler, "steps": int(steps),
+    steps = est.default_steps(args.sampler) if args.steps is None else args.steps
+    settings = {"seed": args.seed, "sampler": args.sampler, "steps": int(steps),
                 "weights": args.weights, "precision": args.precision}
     out = Path(args.output)
 
@@ -570,7 +589,7 @@ def _cmd_sample(args):
                dynamic_ncols=True)
     try:
         for first, count in _contiguous_runs(mine, max(1, args.batch_size)):
-            fakes = est.sample(count, sampler=args.sampler, steps=steps, seed=args.sample_seed,
+            fakes = est.sample(count, sampler=args.sampler, steps=steps, seed=args.seed,
                                batch_size=args.batch_size, weights=args.weights,
                                progress=False, start=first, precision=args.precision)
             for img in fakes:
@@ -584,6 +603,7 @@ def _cmd_sample(args):
         print(f"wrote {len(todo)} galaxies to {out}/ ({args.n - len(todo)} were already there; "
               f"{dist.get_world_size()} process(es)); index in {out / SAMPLE_INDEX} "
               f"({args.sampler}, {table.meta.get('nfe')} network evaluations each)")
+    return 0
 
 
 #: Library keywords named in error messages, and the flags that set them on the
@@ -602,8 +622,8 @@ KEYWORD_FLAGS = (
     (r"\bimage_size=(\d+)", r"--size \1"),
     (r"\bimage_size\b=?", "--size"),
     (r"\bpixel_scale=", "--pixel-scale "),
-    (r"\bbands=(['\"]?)(\w+)\1", r"--bands \2"),
-    (r"\bbands=", "--bands"),
+    (r"\bbands=(['\"]?)(\w+)\1", r"--input-bands \2"),
+    (r"\bbands=", "--input-bands"),
     (r"\bweights=(['\"]?)(ema|model)\1", r"--weights \2"),
 )
 
@@ -647,27 +667,28 @@ def _expected_errors(command):
     return expected
 
 
-def _run(args):
-    """Dispatch to the sub-command; returns its exit code."""
-    if args.command == "quickstart":
-        run_quickstart(args.output, args.model, args.n_train, args.train_steps, args.n,
-                       args.seed, args.minutes, args.overwrite, progress=not args.quiet,
-                       train=args.train, pretrained=args.pretrained)
-    elif args.command == "train":
-        return _cmd_train(args)
-    elif args.command == "sample":
-        _cmd_sample(args)
-    elif args.command == "measure":
-        from .metrics._cli import measure_command
-        cat = measure_command(args.inputs, args.output, bands=args.bands,
-                              aperture_diameter=args.aperture, overwrite=args.overwrite)
-        print(f"measured {len(cat)} galaxies -> {args.output}")
-    elif args.command == "sgd":
-        from .metrics._cli import sgd_command
-        print(sgd_command(args.a, args.b, bootstrap=args.bootstrap, seed=args.seed,
-                          pixel_scale=args.pixel_scale))
-    else:
-        return args.func(args)
+def _cmd_quickstart(args):
+    run_quickstart(args.output, args.model, args.n_train, args.train_steps, args.n,
+                   args.seed, args.minutes, args.overwrite, progress=not args.quiet,
+                   train=args.train, pretrained=args.pretrained)
+    return 0
+
+
+def _cmd_measure(args):
+    from .metrics._cli import measure_command
+
+    cat = measure_command(args.inputs, args.output, bands=args.input_bands,
+                          aperture_diameter=args.aperture, overwrite=args.overwrite,
+                          progress=not args.quiet)
+    print(f"measured {len(cat)} galaxies -> {args.output}")
+    return 0
+
+
+def _cmd_sgd(args):
+    from .metrics._cli import sgd_command
+
+    print(sgd_command(args.a, args.b, bootstrap=args.bootstrap, seed=args.seed,
+                      pixel_scale=args.pixel_scale))
     return 0
 
 
@@ -709,18 +730,27 @@ def main(argv=None):
         The exit code.
     """
     import traceback
+    import warnings
 
     from ._version import __version__
+    from .exceptions import AstroSBGMDeprecationWarning
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AstroSBGMDeprecationWarning)
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 1
     prefix = f"astro-sbgm {args.command}"
+    for w in caught:    # an old spelling of an option: one line, then carry on
+        if issubclass(w.category, AstroSBGMDeprecationWarning):
+            print(f"{prefix}: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     try:
         with _output_lock(args):
-            return _run(args)
+            return args.func(args)
     except KeyboardInterrupt as stop:   # Ctrl-C, or a stop signal during training
         text = in_cli_words(str(stop)) or "interrupted"
         print(f"{prefix}: {text}; files already written are complete, none is half-written",

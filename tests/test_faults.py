@@ -448,7 +448,8 @@ def test_in_cli_words_turns_keywords_into_flags():
     assert in_cli_words("with a new checkpoint_dir, or resume=False") == \
         "with a new --checkpoint-dir, or without --resume"
     assert in_cli_words("but batch_size=8; resume\\nwith") == "but --batch-size 8; resume\\nwith"
-    assert in_cli_words("pass bands=, e.g. bands='grz'") == "pass --bands, e.g. --bands grz"
+    assert (in_cli_words("pass bands=, e.g. bands='grz'")
+            == "pass --input-bands, e.g. --input-bands grz")
     assert in_cli_words("two\nlines") == "two lines"
 
 

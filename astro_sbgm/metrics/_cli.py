@@ -22,7 +22,8 @@ def _format_of(path):
                      f"{', '.join(_FORMATS)}")
 
 
-def measure_command(paths, output, bands=None, aperture_diameter=12, overwrite=False):
+def measure_command(paths, output, bands=None, aperture_diameter=12, overwrite=False,
+                    progress=False, chunk=500):
     """Measure images and write the catalogue (``astro-sbgm measure``).
 
     Parameters
@@ -39,6 +40,12 @@ def measure_command(paths, output, bands=None, aperture_diameter=12, overwrite=F
         Aperture diameter in pixels.
     overwrite : bool, optional
         Replace an existing ``output``.
+    progress : bool, optional
+        Show a progress bar (files measured); directories and globs are then
+        expanded here and the files measured ``chunk`` at a time, with the
+        same result.
+    chunk : int, optional
+        Files per step of the progress bar.
 
     Returns
     -------
@@ -62,8 +69,25 @@ def measure_command(paths, output, bands=None, aperture_diameter=12, overwrite=F
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("no image paths were given")
-    table = measure_galaxies(paths if len(paths) > 1 else paths[0], bands=bands,
-                             aperture_diameter=aperture_diameter)
+    if not progress:
+        table = measure_galaxies(paths if len(paths) > 1 else paths[0], bands=bands,
+                                 aperture_diameter=aperture_diameter)
+    else:
+        from astropy.table import vstack
+        from tqdm.auto import tqdm
+
+        from .._cli_common import expand_inputs
+
+        paths = expand_inputs(paths)     # one bar step per file: directories and globs
+
+        parts = []
+        with tqdm(total=len(paths), desc="measuring", unit="file", dynamic_ncols=True) as bar:
+            for i in range(0, len(paths), max(1, int(chunk))):
+                block = paths[i:i + max(1, int(chunk))]
+                parts.append(measure_galaxies(block if len(block) > 1 else block[0],
+                                              bands=bands, aperture_diameter=aperture_diameter))
+                bar.update(len(block))
+        table = parts[0] if len(parts) == 1 else vstack(parts, metadata_conflicts="silent")
     with warnings.catch_warnings():
         # FITS has no 'nmgy' unit: astropy writes it anyway and reads it back, but
         # warns that other FITS readers will not know it
