@@ -24,11 +24,12 @@ True
 AstroSBGMInputWarning: BUNIT missing, nanomaggy assumed
 """
 
-from astropy.utils.exceptions import AstropyUserWarning
+from astropy.utils.exceptions import AstropyDeprecationWarning, AstropyUserWarning
 
 __all__ = ["AstroSBGMWarning", "AstroSBGMInputWarning", "AstroSBGMTrainingWarning",
            "PhotometryWarning", "FluxCalibrationWarning", "AstroddpmWarning",
-           "AstroSBGMLockWarning"]
+           "AstroSBGMLockWarning", "AstroSBGMConditionWarning",
+           "AstroSBGMDeprecationWarning"]
 
 
 class AstroSBGMWarning(AstropyUserWarning):
@@ -57,3 +58,12 @@ class AstroddpmWarning(AstroSBGMWarning):
 
 class AstroSBGMLockWarning(AstroSBGMWarning):
     """A folder could not be locked (the file system does not support it)."""
+
+
+class AstroSBGMConditionWarning(AstroSBGMWarning):
+    """Conditional generation: a request outside the training range, or unmeasured rows."""
+
+
+class AstroSBGMDeprecationWarning(AstroSBGMWarning, AstropyDeprecationWarning):
+    """A name (an argument, a function, a command-line option) that still works but is
+    deprecated: it goes in the next release; the message names its replacement."""
