@@ -84,22 +84,21 @@ result is reprojected back; only the masked pixels take values from it.
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 import astropy.units as u
-from astropy.io import fits
 from astropy.nddata import CCDData, NDData, StdDevUncertainty
 from scipy import ndimage
 
 from . import io as _io
 from .bands import parse_bands
-from .diffusion import get_sampler, make_grid, reverse_process
+from .diffusion import get_sampler, make_grid
+from .diffusion.engine import generate
+from .diffusion.noise import PerSampleNoise, new_seed
 from ._validation import check_positive_int
-from .diffusion.samplers import randn_like
+from .diffusion.noise import randn_like
 from .io import AstroSBGMInputWarning, make_tan_wcs, pixel_scale_of, read_image
-from ._astroddpm import released_sampler_options
 
 __all__ = ["inpaint", "INPAINT_METHODS", "repaint_times", "known_pixel_guidance",
            "inpainting_grid"]
@@ -234,7 +233,7 @@ def known_pixel_guidance(schedule, x0_known, unknown, generator=None, rule="nois
         True where pixels are generated; broadcastable to ``x0_known``.
     generator : `torch.Generator` or list of them, optional
         Noise for ``rule="noise"`` (one per sample, see
-        `astro_sbgm.diffusion.samplers.randn_like`).
+        `astro_sbgm.diffusion.noise.randn_like`).
     rule : {"noise", "consistent"}
         ``"noise"``: known pixels drawn afresh from ``q(x_t | x0)`` (for
         stochastic samplers, the paper's rule).  ``"consistent"``: known
@@ -281,16 +280,6 @@ def known_pixel_guidance(schedule, x0_known, unknown, generator=None, rule="nois
 
 
 # --------------------------------------------------------------------------- helpers
-def _generators(seed, box, start, n):
-    """One CPU generator per draw; draw ``k`` of box ``b`` depends on (seed, b, k) only."""
-    gens = []
-    for k in range(start, start + n):
-        state = np.random.SeedSequence([int(seed), int(box), int(k)]).generate_state(
-            2, dtype=np.uint32)
-        gens.append(torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))
-    return gens
-
-
 def _take(arr, y0, x0, size, fill):
     """``arr[..., y0:y0+size, x0:x0+size]``, padded with ``fill`` outside the image."""
     H, W = arr.shape[-2:]
@@ -387,47 +376,6 @@ def _smooth_fill(scaled, unknown, fallback):
     return out.astype(np.float32)
 
 
-def _unit_of(unit):
-    if unit is None:
-        return None
-    return unit if isinstance(unit, u.UnitBase) else _io._parse_unit(unit)
-
-
-def _raw_input(image, hdu, unit):
-    """The input's own pixel array and unit (before conversion), or (None, None)."""
-    data, header, in_unit = None, None, None
-    if isinstance(image, (str, Path)) or hasattr(image, "__fspath__"):
-        try:
-            with fits.open(image, memmap=False, mode="readonly") as hdul:
-                data, header = _io._from_hdulist(hdul, hdu)[:2]
-                data, header = np.array(data), header.copy()
-        except (OSError, ValueError):
-            return None, None
-    elif isinstance(image, fits.HDUList):
-        data, header = _io._from_hdulist(image, hdu)[:2]
-    elif isinstance(image, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-        data, header = image.data, image.header
-    elif isinstance(image, NDData):
-        data, in_unit = image.data, image.unit
-        header = image.meta or {}
-    elif isinstance(image, tuple) and len(image) == 2:
-        data = image[0]
-        header = image[1] if isinstance(image[1], fits.Header) else None
-    elif isinstance(image, np.ndarray):
-        data = image
-    if data is None:
-        return None, None
-    data = np.asarray(data)
-    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
-        return None, None
-    if unit is not None:
-        in_unit = _unit_of(unit)
-    if in_unit is None and header is not None and "BUNIT" in header and str(
-            header["BUNIT"]).strip():
-        in_unit = _unit_of(header["BUNIT"])
-    return (data if data.ndim == 3 else data[None]), (in_unit or u.nanomaggy)
-
-
 def _input_uncertainty(image, ccd, shape, factor, dtype):
     """The input's standard deviation per pixel in its own unit, ``shape``, or None.
 
@@ -450,70 +398,6 @@ def _input_uncertainty(image, ccd, shape, factor, dtype):
     return None
 
 
-def _check_mask_bits(mask_bits):
-    """``mask_bits`` as a list, each bit checked (unknown names refused by name)."""
-    from ._maskbits import LEGACY_SURVEY_MASKBITS
-
-    bits = [mask_bits] if isinstance(mask_bits, (str, int, np.integer)) else list(mask_bits)
-    if not bits:
-        raise ValueError("mask_bits is empty; give at least one bit (e.g. ('BRIGHT', "
-                         "'SATUR_G')), or None to fill every non-zero pixel of the mask")
-    for bit in bits:
-        _io._bit_value(bit, LEGACY_SURVEY_MASKBITS, "Legacy Survey MASKBITS")
-    return bits
-
-
-def _mask_from(mask, shape, wcs, bits=None, bands=None):
-    """A boolean (band, y, x) mask from any supported mask form.
-
-    With ``bits``, ``mask`` is a bit-mask image read by `astro_sbgm.io.read_mask`
-    (``bands`` the image's band names: a per-band bit masks its own band only).
-    """
-    nb, ny, nx = shape
-    if bits is not None:
-        if hasattr(mask, "to_pixel") or hasattr(mask, "to_mask"):
-            raise ValueError("mask_bits selects bits of a bit-mask image (a Legacy Survey "
-                             "maskbits file or an integer array), not of a region; drop "
-                             "mask_bits or give the maskbits image as mask")
-        arr = _io.read_mask(mask, bits=bits, bands=bands)
-        if arr.shape[-2:] != (ny, nx):
-            raise ValueError(f"the mask has shape {arr.shape[-2:]} but the image is "
-                             f"{tuple(shape)} (band, y, x); give a ({ny}, {nx}) bit-mask "
-                             "image on the image's grid")
-        return np.array(arr, dtype=bool)
-    if hasattr(mask, "to_pixel") and not hasattr(mask, "to_mask"):
-        if wcs is None:
-            raise ValueError("a sky region needs an image with a celestial WCS; give a pixel "
-                             "region or a boolean array instead")
-        mask = mask.to_pixel(wcs)
-    if hasattr(mask, "to_mask"):      # a regions PixelRegion
-        img = mask.to_mask(mode="center").to_image((ny, nx))
-        arr = np.zeros((ny, nx), bool) if img is None else np.asarray(img) > 0
-    elif isinstance(mask, (str, Path)) or hasattr(mask, "__fspath__"):
-        arr = np.asarray(_io._read_path(mask, None)[0]) != 0
-    elif isinstance(mask, fits.HDUList):
-        arr = np.asarray(_io._from_hdulist(mask, None)[0]) != 0
-    elif isinstance(mask, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-        arr = np.asarray(mask.data) != 0
-    elif isinstance(mask, NDData):
-        arr = np.asarray(mask.data) != 0
-    else:
-        arr = np.asarray(mask)
-        if arr.dtype == object:
-            raise TypeError(f"cannot use a {type(mask).__name__} as a mask; give a boolean "
-                            "array, a FITS mask file or HDU, a CCDData or a regions shape")
-        arr = arr != 0
-    if arr.shape == (ny, nx):
-        arr = np.broadcast_to(arr, shape)
-    elif arr.shape == (1, ny, nx):
-        arr = np.broadcast_to(arr, shape)
-    if arr.shape != tuple(shape):
-        raise ValueError(f"the mask has shape {arr.shape} but the image is {tuple(shape)} "
-                         f"(band, y, x); give a ({ny}, {nx}) mask (all bands) or a "
-                         f"{tuple(shape)} one")
-    return np.array(arr, dtype=bool)
-
-
 # --------------------------------------------------------------------------- the work
 class _Runner:
     """Runs the reverse process over boxes and draws for one call of `inpaint`."""
@@ -521,7 +405,7 @@ class _Runner:
     def __init__(self, model, times, sampler, options, seed, n_draws, batch_size, weights,
                  progress):
         self.model = model
-        self.den = model._denoiser(weights)
+        self.den = model.denoiser(weights)
         self.times = times
         self.rule = get_sampler(sampler, **options)
         self.seed = seed
@@ -538,21 +422,20 @@ class _Runner:
         fallback = model.scaler_.transform(np.zeros((nb, 1, 1))).reshape(nb)
         init = _smooth_fill(x0_known, unknown, fallback)
         rule = "noise" if self.rule.stochastic else "consistent"
-        a0, s0 = (float(v) for v in den.schedule.alpha_sigma(torch.tensor(self.times[0])))
-        outs, nfe = [], 0
-        for lo in range(0, self.n_draws, self.batch_size):
-            m = min(self.batch_size, self.n_draws - lo)
-            gens = _generators(self.seed, box_index, lo, m)
-            xk = torch.from_numpy(x0_known[lo:lo + m]).to(model.device_)
-            x_init = torch.from_numpy(init[lo:lo + m]).to(model.device_)
-            unk = torch.from_numpy(np.ascontiguousarray(unknown))[None].to(model.device_)
-            x = a0 * x_init + s0 * randn_like(x_init, gens)
-            guidance = known_pixel_guidance(den.schedule, xk, unk, gens, rule)
-            out, nfe = reverse_process(den, x, self.times, self.rule, generator=gens,
-                                       guidance=guidance, progress=self.progress)
-            outs.append(out.float().cpu().numpy())
+        device = den.device
+        known = torch.from_numpy(x0_known)
+        unk = torch.from_numpy(np.ascontiguousarray(unknown))[None].to(device)
+
+        def guidance(batch):   # put this batch's known pixels back after every step
+            return known_pixel_guidance(den.schedule, known[batch.index].to(device), unk,
+                                        batch.generators, rule)
+
+        # start: the smooth guess noised to times[0]; draw k of box b from stream (seed, b, k)
+        out, nfe = generate(den, init, self.times, self.rule,
+                            PerSampleNoise(self.seed, key=(box_index,)), self.batch_size,
+                            guidance=guidance, device=device, progress=self.progress)
         self.nfe += nfe
-        return np.concatenate(outs)
+        return out.numpy()
 
     def fill(self, data, unknown, target):
         """Draws ``(K, band, H, W)`` in nanomaggies: known pixels = ``data``.
@@ -753,7 +636,7 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     ``UNCERT`` extensions; in nanomaggy float32).  The ``astro-sbgm
     inpaint`` command also writes ``flags`` as a ``FLAGS`` extension.
     """
-    model._check_fitted()
+    model.denoiser(weights)     # NotFittedError (and bad weights) before any work
     if method not in INPAINT_METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; known methods: "
                          f"{sorted(INPAINT_METHODS)}")
@@ -764,20 +647,20 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
             raise ValueError("mask_bits selects bits of the bit-mask image given as mask, "
                              "but no mask was given; pass mask= (e.g. a Legacy Survey "
                              "maskbits file) or drop mask_bits")
-        mask_bits = _check_mask_bits(mask_bits)
+        mask_bits = _io.check_mask_bits(mask_bits)
     cfg = INPAINT_METHODS[method]
     sampler = cfg["sampler"] if sampler is None else sampler
     if sampler == cfg["sampler"]:
         options = {**cfg["options"], **options}
-    options = {**released_sampler_options(model, sampler), **options}
+    options = {**model.sampler_options(sampler), **options}
     get_sampler(sampler, **options)   # validate early
     times = inpainting_grid(model.schedule_, method, t_start, steps, grid, jump_length,
                             n_resample)
     if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0])
+        seed = new_seed()
 
     ccd = read_image(image, bands=bands, unit=unit, hdu=hdu)
-    raw, in_unit = _raw_input(image, hdu, unit)
+    raw, in_unit = _io.read_raw(image, hdu, unit)
     if raw is None or raw.shape != ccd.shape:
         raw, in_unit = np.asarray(ccd.data), u.nanomaggy
     in_bands = parse_bands(ccd.meta["BANDS"])
@@ -795,7 +678,7 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         fill = (np.zeros(shape, bool) if ccd.mask is None
                 else np.broadcast_to(np.asarray(ccd.mask, bool), shape).copy())
     else:
-        fill = _mask_from(mask, shape, ccd.wcs, bits=mask_bits, bands=in_bands)
+        fill = _io.read_mask(mask, bits=mask_bits, bands=in_bands, shape=shape, wcs=ccd.wcs)
     fill |= ~np.isfinite(raw)
     in_idx = [in_bands.index(b) for b in common]
     fill_model = fill[in_idx]

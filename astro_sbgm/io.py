@@ -67,7 +67,7 @@ from .bands import (LEGACY_SURVEY_FILTERS, LEGACY_SURVEY_PIXEL_SCALE, band_lette
                     parse_filters)
 from .exceptions import AstroSBGMInputWarning
 
-__all__ = ["read_image", "read_images", "read_mask", "read_raw", "read_picture", "write_image",
+__all__ = ["read_image", "read_images", "read_mask", "check_mask_bits", "read_raw", "read_picture", "write_image",
            "make_image", "provenance_cards", "as_batch", "holds_many", "is_canonical",
            "image_bands", "is_picture", "rgb_to_bands", "to_model_grid", "select_bands",
            "pixel_scale_of", "make_tan_wcs", "as_nanomaggy", "ZERO_POINT_CARDS",
@@ -1375,6 +1375,44 @@ def _bit_value(bit, definitions, label):
                              f"{', '.join(definitions)} (or give integer values)")
         return key, int(definitions[key])
     raise TypeError(f"a mask bit must be a name or an integer value, got {bit!r}")
+
+
+def check_mask_bits(bits, definitions=None):
+    """Check mask bits before any work: a list of names or values, each one known.
+
+    Parameters
+    ----------
+    bits : sequence of str or int, str or int
+        As `read_mask` takes them.
+    definitions : dict, optional
+        ``{name: value}``; default the Legacy Survey MASKBITS.
+
+    Returns
+    -------
+    list
+        The bits, as a list.
+
+    Raises
+    ------
+    ValueError
+        For no bits, an unknown bit name (named, with the known ones) or a
+        value that is not a positive integer.
+    TypeError
+        For a bit that is neither a name nor an integer.
+    """
+    if definitions is None:
+        from ._maskbits import LEGACY_SURVEY_MASKBITS as definitions
+        label = "Legacy Survey MASKBITS"
+    else:
+        definitions = {str(k).upper(): int(v) for k, v in dict(definitions).items()}
+        label = "given"
+    bits = [bits] if isinstance(bits, (str, int, np.integer)) else list(bits)
+    if not bits:
+        raise ValueError("mask_bits is empty; give at least one bit (e.g. ('BRIGHT', "
+                         "'SATUR_G')), or None to fill every non-zero pixel of the mask")
+    for bit in bits:
+        _bit_value(bit, definitions, label)
+    return bits
 
 
 def _band_of_bit(name):
