@@ -31,7 +31,7 @@ any number of processes.  The EMA and every checkpoint write happen on rank 0.
 
 import contextlib
 import copy
-import hashlib
+import functools
 import json
 import os
 import signal
@@ -42,13 +42,16 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from . import distributed as _dist
 from . import _locking
 from ._locking import FolderLockedError
 from ._version import __version__
+from ._serialization import (atomic_save_tensors, atomic_write_text, bundle_weights,
+                             default_file_mode, file_digest, fsync, share_like_other_files,
+                             split_weights)
 from .diffusion import draw_training_noise, training_loss
 from .exceptions import AstroSBGMTrainingWarning
 
@@ -133,111 +136,16 @@ class AstroSBGMCheckpointWarning(AstroSBGMTrainingWarning):
     """A damaged checkpoint was skipped on resume (it is left on disk, untouched)."""
 
 
-def _fsync(path):
-    """Flush ``path`` (a file or a directory) to the disk, where the OS allows it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _default_file_mode():
-    """The mode a new file gets under this process's umask (0o644 under umask 022)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _share_like_other_files(path):
-    """Give a file safetensors wrote (always 0o600) the mode of the other files written."""
-    try:
-        os.chmod(path, _default_file_mode())
-    except OSError:
-        pass
-
-
-def _file_digest(path):
-    """``(sha256 hex digest, size in bytes)`` of a file."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename.
-
-    The temporary file is flushed to disk before the rename, so ``path``
-    holds either its old content or all of ``text``, even after a crash or a
-    failed write (which removes the temporary file and raises).
-
-    Parameters
-    ----------
-    path : str or path
-        The file to write.
-    text : str
-        Its new content.
-
-    Raises
-    ------
-    OSError
-        If the write fails (``path`` is then left as it was).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+# atomic writes live in astro_sbgm._serialization; the old names stay importable from here
+_fsync = fsync
+_default_file_mode = default_file_mode
+_share_like_other_files = share_like_other_files
+_file_digest = file_digest
 
 
 def _atomic_save_tensors(tensors, path, metadata=None):
-    """Write ``tensors`` to the safetensors file ``path`` atomically.
-
-    Returns
-    -------
-    dict
-        ``{"sha256": hex digest, "size": bytes}`` of the file written.
-
-    Raises
-    ------
-    OSError
-        If the write fails (``path`` is then left as it was, and no temporary
-        file remains).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-                  metadata=metadata)
-        _share_like_other_files(tmp)
-        _fsync(tmp)
-        sha256, size = _file_digest(tmp)
-        os.replace(tmp, path)
-        _fsync(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return {"sha256": sha256, "size": size}
+    """`astro_sbgm._serialization.atomic_save_tensors` (the name checkpoints use)."""
+    return atomic_save_tensors(tensors, path, metadata)
 
 
 def augment(x, generator):
@@ -291,10 +199,10 @@ class autocast_forward:
         self.device_type = device_type
         self.dtype = dtype
 
-    def __call__(self, x, t):
-        """``net(x, t)`` under autocast, cast back to float32."""
+    def __call__(self, x, t, **kwargs):
+        """``net(x, t, **kwargs)`` under autocast, cast back to float32."""
         with torch.autocast(self.device_type, dtype=self.dtype):
-            out = self.net(x, t)
+            out = self.net(x, t, **kwargs)
         return out.float()
 
 
@@ -448,6 +356,33 @@ def _keep_damaged(stem):
             os.replace(path, dest)
 
 
+def checkpoint_run_config(record_path, params, checkpoint_dir):
+    """The run configuration saved with a checkpoint, refused if made with other parameters.
+
+    Resuming checks compatibility in two places only: here, the model's
+    hyper-parameters (``params``, the estimator's JSON parameters) against
+    those saved with the run; `Trainer.load_checkpoint`, the training state
+    (the data, the global batch).
+
+    Returns
+    -------
+    dict
+        The saved ``config`` (``params`` and ``scaler``).
+
+    Raises
+    ------
+    ValueError
+        If the saved hyper-parameters differ (the differing names are listed).
+    """
+    saved = json.loads(Path(record_path).read_text()).get("config") or {}
+    if saved.get("params") != params:
+        diff = sorted(k for k in params if (saved.get("params") or {}).get(k) != params[k])
+        raise ValueError(f"the checkpoint in {str(checkpoint_dir)!r} was made with "
+                         f"other hyper-parameters (differing: {diff}); resume with "
+                         "the same model or use a new checkpoint_dir")
+    return saved
+
+
 def latest_checkpoint(directory):
     """The JSON record of the newest intact checkpoint in ``directory``, or None.
 
@@ -552,8 +487,9 @@ class Trainer:
     ----------
     denoiser : `~astro_sbgm.diffusion.Denoiser`
         Network, schedule and objective.
-    data : `torch.Tensor`
-        Training images in [-1, 1], ``(n, band, y, x)``, kept on the CPU.
+    data : `torch.Tensor` or `~astro_sbgm.training_data.StreamingData`
+        Training images in [-1, 1], ``(n, band, y, x)``, kept on the CPU, or
+        a set read from disk batch by batch (the same rows in the same order).
     batch_size : int
         Images per optimizer step: the *global* batch, all processes
         together (each of ``W`` processes trains on ``batch_size / W``).
@@ -587,6 +523,15 @@ class Trainer:
     pin_memory : bool or None
         Copy batches to the GPU from page-locked memory without blocking;
         None: on for CUDA devices, off otherwise.
+    conditions : `torch.Tensor`, optional
+        Standardised condition vectors ``(n, k)``, row-aligned with ``data``,
+        for a network with a condition embedding (``net(x, t, cond=c)``); a
+        row with a NaN trains unconditionally.
+    condition_dropout : float
+        Probability that a row's condition is dropped (set to NaN) in a
+        batch, so that one network learns the conditional and the
+        unconditional prediction (classifier-free guidance).  The drops come
+        from the run's generator, after the augmentation of the batch.
 
     Raises
     ------
@@ -598,9 +543,20 @@ class Trainer:
     def __init__(self, denoiser, data, batch_size=16, lr=2e-4, seed=0, loss="l2",
                  min_snr_gamma=None, grad_clip=1.0, ema_halflife=50_000, ema_rampup=0.1,
                  lr_warmup=100, augment_data=True, device="cpu", distributed=None,
-                 precision="fp32", compile=False, pin_memory=None, continuous_time=False):
+                 precision="fp32", compile=False, pin_memory=None, continuous_time=False,
+                 conditions=None, condition_dropout=0.1):
         if data.shape[0] == 0:
             raise ValueError("the training set is empty")
+        if conditions is not None:
+            conditions = torch.as_tensor(conditions, dtype=torch.float32)
+            if conditions.ndim != 2 or conditions.shape[0] != data.shape[0]:
+                raise ValueError(f"conditions must have shape ({data.shape[0]}, k), one row "
+                                 f"per training image, got {tuple(conditions.shape)}")
+        if not 0.0 <= float(condition_dropout) <= 1.0:
+            raise ValueError(f"condition_dropout must lie in [0, 1], got {condition_dropout}")
+        self.conditions = conditions
+        self.condition_dropout = float(condition_dropout)
+        self._batch_idx = None
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
         self.denoiser = denoiser
@@ -671,6 +627,10 @@ class Trainer:
         return idx
 
     def _gather(self, idx):
+        if not isinstance(self.data, torch.Tensor):   # astro_sbgm.training_data.StreamingData
+            part = self._local_slice() if self.distributed else slice(None)
+            x = self.data.take(idx, self._perm, self._pos, self.batch_size, part)
+            return x.to(self.device, non_blocking=self.pin_memory)
         if not self.pin_memory:
             return self.data[idx].to(self.device, non_blocking=True)
         shape = (len(idx),) + tuple(self.data.shape[1:])
@@ -681,9 +641,25 @@ class Trainer:
         torch.index_select(self.data, 0, torch.as_tensor(idx), out=self._pinned)
         return self._pinned.to(self.device, non_blocking=True)
 
+    def _conditioned(self, denoiser, idx, rows=slice(None)):
+        """``denoiser`` whose network gets the conditions of images ``idx`` (with dropout).
+
+        The dropout is drawn for the whole (global) batch ``idx``; ``rows``
+        selects this process's part.  Without conditions, ``denoiser`` itself.
+        """
+        if self.conditions is None:
+            return denoiser
+        cond = self.conditions[torch.as_tensor(idx)].clone()
+        drop = torch.rand(len(idx), generator=self.generator) < self.condition_dropout
+        cond[drop] = float("nan")
+        wrapped = copy.copy(denoiser)
+        wrapped.net = functools.partial(denoiser.net, cond=cond[rows].to(self.device))
+        return wrapped
+
     def _next_batch(self):
         """The next global batch (on this process's device), augmented."""
-        x = self._gather(self._next_indices())
+        self._batch_idx = self._next_indices()
+        x = self._gather(self._batch_idx)
         if self.augment_data:
             x = augment(x, self.generator)
         return x
@@ -700,9 +676,10 @@ class Trainer:
         x0 = self._gather(idx[sl])
         if codes is not None:
             x0 = _apply_dihedral(x0, codes[sl])
+        den = self._conditioned(self.train_denoiser, idx, sl)
         noise, t = draw_training_noise(self.denoiser, (len(idx),) + tuple(self.data.shape[1:]),
                                        self.generator, continuous_time=self.continuous_time)
-        return training_loss(self.train_denoiser, x0, loss=self.loss,
+        return training_loss(den, x0, loss=self.loss,
                              min_snr_gamma=self.min_snr_gamma, noise=noise[sl], t=t[sl])
 
     # ------------------------------------------------------------------ loop
@@ -716,7 +693,8 @@ class Trainer:
             shown = _dist.all_reduce_mean(loss.detach())
         else:
             x0 = self._next_batch()
-            loss = training_loss(self.train_denoiser, x0, self.generator, loss=self.loss,
+            den = self._conditioned(self.train_denoiser, self._batch_idx)
+            loss = training_loss(den, x0, self.generator, loss=self.loss,
                                  min_snr_gamma=self.min_snr_gamma,
                                  continuous_time=self.continuous_time)
             shown = loss
@@ -835,11 +813,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state_tensors(self):
         """Every tensor of the training state, flat, for safetensors."""
-        out = {}
-        for k, v in self.net.state_dict().items():
-            out[f"model.{k}"] = v
-        for k, v in self.ema.net.state_dict().items():
-            out[f"ema.{k}"] = v
+        out = bundle_weights(self.net.state_dict(), self.ema.net.state_dict())
         opt = self.optimizer.state_dict()
         for idx, st in opt["state"].items():
             for name, val in st.items():
@@ -929,10 +903,9 @@ class Trainer:
         except Exception as err:  # SafetensorError: damaged after the check
             raise ValueError(f"checkpoint file {str(record_path.with_suffix('.safetensors'))!r}"
                              f" cannot be read ({err})") from None
-        self.net.load_state_dict({k[6:]: v for k, v in tensors.items()
-                                  if k.startswith("model.")})
-        self.ema.net.load_state_dict({k[4:]: v for k, v in tensors.items()
-                                      if k.startswith("ema.")})
+        raw, ema = split_weights(tensors)
+        self.net.load_state_dict(raw)
+        self.ema.net.load_state_dict(ema)
         state = {}
         for k, v in tensors.items():
             if k.startswith("optim."):

@@ -26,6 +26,8 @@ from astro_sbgm import GalaxyDiffusion, cli, distributed
 from astro_sbgm.datasets import make_trivial_dataset
 from astro_sbgm.diffusion import Denoiser, DiffusionSchedule, draw_training_noise, training_loss
 from astro_sbgm.nn import UNet
+from astro_sbgm.preprocessing import FluxScaler
+from astro_sbgm.training_data import write_cutout_store
 from astro_sbgm.training import AstroSBGMTrainingWarning, Trainer, autocast_forward
 
 WORLD = 2
@@ -69,12 +71,16 @@ def _save_state(model, path):
                                                      "steps": model.n_steps_}))
 
 
-def _grad_trainer():
+def _grad_trainer(data=None):
     torch.manual_seed(0)
     net = UNet(in_channels=3, dim=16, dim_mults=(1, 2), attention_levels=(False, False))
     den = Denoiser(net, DiffusionSchedule.from_name("cosine", 100), "v")
-    data = torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    if data is None:
+        data = torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
     return Trainer(den, data, batch_size=4, seed=1, lr_warmup=1, grad_clip=1.0)
+
+
+_STORE_SCALER = FluxScaler(upper=5.0, lower=-0.05)
 
 
 def _first_step_gradients():
@@ -82,6 +88,20 @@ def _first_step_gradients():
     loss = tr.train_step()
     grads = {k: p.grad.detach().clone() for k, p in tr.net.named_parameters()}
     return grads, loss, tr.distributed
+
+
+def _streamed_slices(store, steps=6):
+    """This rank's part of ``steps`` global batches, read by a streaming trainer."""
+    from astro_sbgm.training_data import StreamingData, open_training_set
+    source, _ = open_training_set(store, list("grz"), 16, 0.262)
+    data = StreamingData(source.scaled(_STORE_SCALER), (len(source), 3, 16, 16), num_workers=1)
+    tr = _grad_trainer(data)
+    out = []
+    for _ in range(steps):
+        idx = tr._next_indices()
+        out.append(tr._gather(idx[tr._local_slice()] if tr.distributed else idx))
+    data.close()
+    return torch.cat(out)
 
 
 def _worker(rank, port, tmp):
@@ -125,6 +145,13 @@ def _worker(rank, port, tmp):
             results["indivisible"] = None
         except ValueError as err:
             results["indivisible"] = str(err)
+        # 6. streamed from a cutout store: each rank reads its slice of every global batch
+        # DataLoader workers start as under torchrun (fork), not as these test processes (spawn)
+        torch.multiprocessing.set_start_method("fork", force=True)
+        streamed = _tiny_model().fit(tmp / "store", steps=4, progress=False, num_workers=1)
+        _save_state(streamed, tmp / f"stream_rank{rank}.safetensors")
+        save_file({"x": _streamed_slices(tmp / "store")},
+                  str(tmp / f"stream_slices_rank{rank}.safetensors"))
         # 5. an error of rank 0 (a foreign checkpoint folder) reaches every rank
         try:
             _tiny_model().fit(data, steps=1, progress=False, checkpoint_dir=tmp / "foreign")
@@ -145,6 +172,7 @@ def ddp(tmp_path_factory):
                               checkpoint_every=2, progress=False)
     first.save(tmp / "model")
     (tmp / "foreign").mkdir()
+    write_cutout_store(_data(), tmp / "store", shard_size=3)
     (tmp / "foreign" / "notes.txt").write_text("mine")
     t0 = time.perf_counter()
     ctx = torch.multiprocessing.start_processes(_worker, args=(_free_port(), str(tmp)),
@@ -242,6 +270,25 @@ def test_two_ranks_end_with_the_weights_of_one_process(ddp, reference):
     record = json.loads((tmp / "ddp_ck" / "checkpoint-000000004.json").read_text())
     assert record["world_size"] == 2 and record["batch_size"] == 4
     print(f"two-process scenarios took {seconds:.1f} s")
+
+
+def test_streamed_training_on_two_ranks_is_in_memory_training_bit_for_bit(ddp):
+    tmp, _, _ = ddp
+    for rank in range(WORLD):
+        memory, hm = _load_state(tmp / f"train_rank{rank}.safetensors")
+        stream, hs = _load_state(tmp / f"stream_rank{rank}.safetensors")
+        assert memory.keys() == stream.keys()
+        for k in memory:
+            assert torch.equal(memory[k], stream[k]), k
+        assert hm == hs
+    # each rank read its own slice; together they are the one-process batches
+    slices = [load_file(str(tmp / f"stream_slices_rank{r}.safetensors"))["x"]
+              for r in range(WORLD)]
+    assert [len(s) for s in slices] == [12, 12]
+    single = _streamed_slices(tmp / "store")
+    joined = torch.cat([torch.cat([s[2 * k:2 * k + 2] for s in slices]) for k in range(6)])
+    assert torch.equal(joined, single)
+    assert not torch.equal(slices[0], slices[1])
 
 
 def test_resume_with_another_number_of_processes(ddp, reference, tmp_path):
