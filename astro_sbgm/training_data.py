@@ -524,7 +524,7 @@ def _index_paths(table, base):
 def _looks_like_index(X):
     if isinstance(X, (str, os.PathLike)):
         return str(X).lower().endswith(".ecsv")
-    return hasattr(X, "colnames") and "file" in getattr(X, "colnames", ())
+    return hasattr(X, "colnames")   # an astropy Table
 
 
 def open_training_set(X, bands, image_size, pixel_scale, input_bands=None, stream="auto"):
