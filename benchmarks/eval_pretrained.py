@@ -153,7 +153,7 @@ def main(argv=None):
                                                                      seed=TRAIN_SEED)]))
         norm = model.scaler_.transform
         mem = memorisation_check(np.stack([f.data for f in fakes[:200]]), np.asarray(train),
-                                 np.stack([h.data for h in held[1][:200]]), normalise=norm)
+                                 np.stack([h.data for h in held[1][:200]]), normalize=norm)
         res["memorisation"] = {"n_train_searched": int(len(train)),
                                "median_ratio": round(mem.median_ratio, 3),
                                "copy_fraction": round(mem.copy_fraction, 4),

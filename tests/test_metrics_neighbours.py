@@ -29,9 +29,9 @@ def test_neighbours_exclude_self_and_normalise():
     # the paper's clip map: values above A are equal after normalisation
     a = np.full((1, 1, 2, 2), 5.0)
     b = np.full((1, 1, 2, 2), 9.0)
-    _, d = nearest_neighbours(a, b, normalise=2.0)
+    _, d = nearest_neighbours(a, b, normalize=2.0)
     assert d[0, 0] == 0.0
-    _, d = nearest_neighbours(torch.as_tensor(a), b, normalise=lambda x: x / 4.0)
+    _, d = nearest_neighbours(torch.as_tensor(a), b, normalize=lambda x: x / 4.0)
     assert d[0, 0] == pytest.approx(1.0)
 
 
@@ -44,7 +44,7 @@ def test_neighbours_bad_input():
     with pytest.raises(ValueError, match="n >= 1"):
         nearest_neighbours(np.zeros((0, 1, 4, 4)), x)
     with pytest.raises(ValueError, match="clip level"):
-        nearest_neighbours(x, x, normalise=-1)
+        nearest_neighbours(x, x, normalize=-1)
 
 
 def test_memorisation_check_catches_copies():
@@ -58,3 +58,18 @@ def test_memorisation_check_catches_copies():
     assert bad.memorised and bad.median_ratio < 0.2 and bad.copy_fraction == 1.0
     assert not good.memorised and 0.8 < good.median_ratio < 1.25
     assert "MEMORISED" in str(bad)
+
+
+def test_old_spelling_normalise_works_and_warns():
+    from astro_sbgm.exceptions import AstroSBGMDeprecationWarning
+
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(0, 3, (4, 2, 5, 5)), rng.uniform(0, 3, (6, 2, 5, 5))
+    new = nearest_neighbours(a, b, k=2, normalize=2.0)
+    with pytest.warns(AstroSBGMDeprecationWarning, match="normalise.*normalize"):
+        old = nearest_neighbours(a, b, k=2, normalise=2.0)
+    np.testing.assert_array_equal(new[0], old[0])
+    np.testing.assert_array_equal(new[1], old[1])
+    with pytest.warns(AstroSBGMDeprecationWarning, match="normalise"):
+        check = memorisation_check(a, b, b[:3], normalise=2.0)
+    assert check.median_ratio == memorisation_check(a, b, b[:3], normalize=2.0).median_ratio

@@ -10,7 +10,7 @@ unseen real galaxies are; a model that memorises produces near-copies.
 Distances are root-mean-square pixel differences between images (Euclidean
 distance divided by the square root of the number of values), so they do not
 depend on the image size.  They are computed on the images as given, or on
-``normalise(images)``: pass the model's flux scaling (for example
+``normalize(images)``: pass the model's flux scaling (for example
 ``FluxScaler.transform``) or a number ``A`` for the paper's map
 ``2 clip(x, 0, A) / A - 1``, so that bright cores do not dominate.
 """
@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from astropy.nddata import NDData
+from astropy.utils.decorators import deprecated_renamed_argument
 from scipy import stats
 
+from ..exceptions import AstroSBGMDeprecationWarning
 from ..io import as_batch
 
 __all__ = ["nearest_neighbours", "memorisation_check", "MemorisationResult"]
@@ -43,24 +45,26 @@ def _as_batch(images, name):
     return out
 
 
-def _prepared(images, name, normalise):
+def _prepared(images, name, normalize):
     """The batch, normalised, flattened to (n, values)."""
     x = _as_batch(images, name)
-    if callable(normalise):
-        x = _as_batch(normalise(x), f"normalise({name})")
-    elif normalise is not None:
+    if callable(normalize):
+        x = _as_batch(normalize(x), f"normalize({name})")
+    elif normalize is not None:
         try:
-            scale = float(normalise)
+            scale = float(normalize)
         except (TypeError, ValueError):
             scale = np.nan
         if not scale > 0:
-            raise ValueError(f"normalise must be a callable or a positive clip level A, "
-                             f"got {normalise!r}")
+            raise ValueError(f"normalize must be a callable or a positive clip level A, "
+                             f"got {normalize!r}")
         x = 2.0 * torch.clamp(x, 0.0, scale) / scale - 1.0
     return x.reshape(x.shape[0], -1)
 
 
-def nearest_neighbours(query, reference, k=1, *, normalise=None, batch_size=256,
+@deprecated_renamed_argument("normalise", "normalize", "0.1",
+                             warning_type=AstroSBGMDeprecationWarning)
+def nearest_neighbours(query, reference, k=1, *, normalize=None, batch_size=256,
                        exclude_self=False):
     """The ``k`` nearest reference images of every query image, in pixel space.
 
@@ -71,9 +75,11 @@ def nearest_neighbours(query, reference, k=1, *, normalise=None, batch_size=256,
         shape works); lists of `CCDData` are stacked.
     k : int, optional
         Number of neighbours (at most the size of ``reference``).
-    normalise : callable or float, optional
+    normalize : callable or float, optional
         Applied to both batches before the distances: a callable, or a clip
-        level ``A`` for ``2 clip(x, 0, A) / A - 1``.  Default: none.
+        level ``A`` for ``2 clip(x, 0, A) / A - 1``.  Default: none.  The old
+        spelling ``normalise=`` works until the next release, with an
+        `~astro_sbgm.exceptions.AstroSBGMDeprecationWarning`.
     batch_size : int, optional
         Query images per distance block (bounds the memory used).
     exclude_self : bool, optional
@@ -91,8 +97,8 @@ def nearest_neighbours(query, reference, k=1, *, normalise=None, batch_size=256,
     ValueError
         For empty inputs, images of different shapes, or ``k`` out of range.
     """
-    q = _prepared(query, "query", normalise)
-    r = _prepared(reference, "reference", normalise)
+    q = _prepared(query, "query", normalize)
+    r = _prepared(reference, "reference", normalize)
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"query images have {q.shape[1]} values each but reference images "
                          f"{r.shape[1]}; they must have the same shape")
@@ -163,7 +169,9 @@ class MemorisationResult:
                 f"p = {self.p_value:.3g}: {verdict}")
 
 
-def memorisation_check(samples, train, held_out, *, normalise=None, alpha=0.01,
+@deprecated_renamed_argument("normalise", "normalize", "0.1",
+                             warning_type=AstroSBGMDeprecationWarning)
+def memorisation_check(samples, train, held_out, *, normalize=None, alpha=0.01,
                        batch_size=256):
     """Compare sample-to-train with held-out-to-train nearest-neighbour distances.
 
@@ -175,7 +183,7 @@ def memorisation_check(samples, train, held_out, *, normalise=None, alpha=0.01,
         The model's training images.
     held_out : array-like, `torch.Tensor` or list of `CCDData`
         Real images the model never saw, from the same population.
-    normalise : callable or float, optional
+    normalize : callable or float, optional
         See `nearest_neighbours`.
     alpha : float, optional
         Level of the one-sided Mann-Whitney U test.
@@ -191,9 +199,9 @@ def memorisation_check(samples, train, held_out, *, normalise=None, alpha=0.01,
     ValueError
         For empty inputs or images of different shapes.
     """
-    s_idx, s_dist = nearest_neighbours(samples, train, 1, normalise=normalise,
+    s_idx, s_dist = nearest_neighbours(samples, train, 1, normalize=normalize,
                                        batch_size=batch_size)
-    _, h_dist = nearest_neighbours(held_out, train, 1, normalise=normalise,
+    _, h_dist = nearest_neighbours(held_out, train, 1, normalize=normalize,
                                    batch_size=batch_size)
     s_dist, h_dist = s_dist[:, 0], h_dist[:, 0]
     p_value = float(stats.mannwhitneyu(s_dist, h_dist, alternative="less").pvalue)
