@@ -548,6 +548,67 @@ def test_inpainting_accuracy_counts_bright_pixels_within_tolerance():
     assert isinstance(acc.plot(bins=10), Figure)
 
 
+def test_draw_and_mean_ceilings_are_what_perfect_fills_reach():
+    """A perfect draw (clean + fresh sky noise) scores its draw ceiling, a perfect mean its own."""
+    from astro_sbgm.metrics._inpainting import inpainting_accuracy, noise_ceiling
+
+    rng = np.random.default_rng(3)
+    rms = 0.01
+    clean = rng.uniform(0.02, 0.4, size=(40, 3, 16, 16))     # 2-40 sigma: mostly bright
+    truth = clean + rng.normal(0, rms, clean.shape)
+    draw = clean + rng.normal(0, rms, clean.shape)
+    mask = np.zeros((16, 16), bool)
+    mask[4:12] = True
+    acc_d = inpainting_accuracy(truth, draw, mask, rms, fill_noise=1.0)
+    acc_m = inpainting_accuracy(truth, clean, mask, rms)
+    d, m = acc_d.table[-1], acc_m.table[-1]
+    assert d["ceiling"] == d["draw_ceiling"] < d["noise_ceiling"] - 0.05
+    assert m["ceiling"] == m["noise_ceiling"] == d["noise_ceiling"]
+    # 3 bands x 40 images x 128 pixels: binomial error ~0.005
+    assert d["frac_within"] == pytest.approx(d["draw_ceiling"], abs=0.02)
+    assert m["frac_within"] == pytest.approx(m["noise_ceiling"], abs=0.02)
+    assert d["frac_of_ceiling"] == pytest.approx(1.0, abs=0.03)
+    # the draw scored against the mean ceiling would look 10% worse than possible
+    assert d["frac_within"] / d["noise_ceiling"] < 0.93
+    assert d["chi2_per_pixel"] == pytest.approx(2.0, rel=0.05)
+    assert m["chi2_per_pixel"] == pytest.approx(1.0, rel=0.05)
+    # per-pixel bookkeeping for bootstrap intervals over images
+    assert set(acc_d.extra) >= {"image", "within", "ceiling"}
+    assert acc_d.extra["image"].max() == 39
+    assert noise_ceiling(0.3, 0.01, fill_noise=np.sqrt(1 / 4)) == pytest.approx(
+        __import__("scipy").special.erf(0.1 * 0.3 / (np.sqrt(2 * 1.25) * 0.01)))
+    with pytest.raises(ValueError, match="fill_noise"):
+        noise_ceiling(0.3, 0.01, fill_noise=-1)
+
+
+def test_calibration_of_draws_detects_over_confidence():
+    from astro_sbgm.metrics import inpainting_calibration
+
+    rng = np.random.default_rng(5)
+    n, K = 30, 8
+    centre = rng.uniform(0, 1, size=(n, 2, 12, 12))
+    spread = rng.uniform(0.05, 0.2, size=(n, 2, 12, 12))
+    truth = centre + spread * rng.normal(size=centre.shape)
+    draws = centre[:, None] + spread[:, None] * rng.normal(size=(n, K) + centre.shape[1:])
+    mask = np.zeros((12, 12), bool)
+    mask[:, 3:9] = True
+    good = inpainting_calibration(truth, draws, mask, background_rms=0.1)
+    row = good[-1]
+    assert row["n_pixels"] == n * 2 * 72 and row["n_draws"] == K
+    assert row["z_std"] == pytest.approx(1.0, abs=0.07)
+    assert row["z_mad_std"] == pytest.approx(1.0, abs=0.07)
+    assert row["coverage_68"] == pytest.approx(0.6827, abs=0.03)
+    assert row["coverage_95"] == pytest.approx(0.9545, abs=0.02)
+    # draws half as spread as the truth's distribution: over-confident
+    narrow = centre[:, None] + 0.5 * (draws - centre[:, None])
+    bad = inpainting_calibration(truth, narrow, mask)[-1]
+    assert bad["z_std"] > 1.5 and bad["coverage_68"] < 0.5
+    with pytest.raises(ValueError, match="at least 2 draws"):
+        inpainting_calibration(truth, draws[:, :1], mask)
+    with pytest.raises(ValueError, match="draws have shape"):
+        inpainting_calibration(truth, draws[:5], mask)
+
+
 def test_inpainting_accuracy_input_forms_and_errors(held_out):
     from astro_sbgm.metrics._inpainting import inpainting_accuracy
 

@@ -22,7 +22,8 @@ composite FID uses, `~astro_sbgm.visualization.rgb_composite`,
 
 from .distances import (SGD_COLUMNS, SGDResult, baseline_sgd, cohens_d, read_catalogue,
                         synthetic_galaxy_distance, wasserstein_1)
-from ._inpainting import InpaintingAccuracy, inpainting_accuracy, plot_inpainting_accuracy
+from ._inpainting import (InpaintingAccuracy, inpainting_accuracy, inpainting_calibration,
+                          plot_inpainting_accuracy)
 from .fid import (FID_WEIGHTS_URL, FIDInceptionV3, fid, frechet_distance, inception_features,
                   kid, load_fid_inception, property_frechet_distance)
 from .neighbours import MemorisationResult, memorisation_check, nearest_neighbours
@@ -39,4 +40,5 @@ __all__ = [
     "nearest_neighbours", "memorisation_check", "MemorisationResult",
     "plot_nearest_neighbours", "plot_property_histograms",
     "inpainting_accuracy", "InpaintingAccuracy", "plot_inpainting_accuracy",
+    "inpainting_calibration",
 ]
