@@ -10,8 +10,8 @@ is read while training instead, from any of
 - the index table that `astro_sbgm.surveys.make_cutouts` writes
   (``index.ecsv``: the rows with a ``file``; paths relative to the table);
 - a cutout store written by `write_cutout_store`: a folder of ``.npy``
-  shards of float32 fluxes already on the model grid, memory-mapped (no FITS
-  parsing, no astropy while training);
+  shards of float32 fluxes already on the model grid, read with one ``pread``
+  per image (no FITS parsing, no astropy while training);
 - a `torch.utils.data.Dataset` of images or ``(band, y, x)`` arrays.
 
 Batches come through a `torch.utils.data.DataLoader` (worker processes read
@@ -198,12 +198,14 @@ class _Items(_Source):
 
 # --------------------------------------------------------------------------- store
 class CutoutStore(torch.utils.data.Dataset):
-    """A cutout store on disk, read through memory maps.
+    """A cutout store on disk, read image by image.
 
     A folder with a manifest (`STORE_MARKER`) and ``.npy`` shards of float32
     fluxes ``(n_shard, band, y, x)`` in nanomaggies, written by
-    `write_cutout_store`.  Items are read-only views into the memory-mapped
-    shards (each process maps a shard the first time it reads from it).
+    `write_cutout_store`.  Each item is one positioned read (``pread``) of
+    its bytes into a new array: no memory map, so a process's resident memory
+    does not grow with the images read (the OS page cache still keeps them).
+    Each process opens a shard the first time it reads from it.
 
     Parameters
     ----------
@@ -219,6 +221,16 @@ class CutoutStore(torch.utils.data.Dataset):
         Arcsec per pixel (None when the images had no WCS).
     masked_pixels : int
         Pixels that were masked in the inputs (stored as 0).
+
+    Examples
+    --------
+    >>> from astro_sbgm.datasets import make_trivial_dataset
+    >>> from astro_sbgm.training_data import write_cutout_store
+    >>> import tempfile, os
+    >>> folder = os.path.join(tempfile.mkdtemp(), "store")
+    >>> store = write_cutout_store(make_trivial_dataset(5, size=16, seed=0), folder)
+    >>> store.shape, store.bands
+    ((5, 3, 16, 16), ['g', 'r', 'z'])
 
     Raises
     ------
@@ -247,32 +259,42 @@ class CutoutStore(torch.utils.data.Dataset):
         counts = [int(s["n"]) for s in meta["shards"]]
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
         image = tuple(int(v) for v in meta["image_shape"])
-        for name, n in zip(self._files, counts):   # headers only: cheap for any size
-            with open(self.path / name, "rb") as f:
-                try:
+        self._nbytes = 4 * int(np.prod(image))
+        self._offsets = []
+        for name, n in zip(self._files, counts):   # headers and sizes only: cheap
+            shard = self.path / name
+            try:
+                with open(shard, "rb") as f:
                     version = np.lib.format.read_magic(f)
                     read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                             else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read(f)
-                except (ValueError, OSError) as err:
-                    raise ValueError(f"store shard {str(self.path / name)!r} is not a .npy "
-                                     f"file ({err})") from None
-            if shape != (n,) + image or dtype != np.float32:
-                raise ValueError(f"store shard {str(self.path / name)!r} holds {dtype} "
-                                 f"{shape} where the manifest says float32 {(n,) + image}; "
+                    shape, fortran, dtype = read(f)
+                    offset = f.tell()
+                size = shard.stat().st_size
+            except (ValueError, OSError) as err:
+                raise ValueError(f"store shard {str(shard)!r} is not a readable .npy file "
+                                 f"({err}); the store is damaged: write it again") from None
+            if shape != (n,) + image or dtype != np.float32 or fortran:
+                raise ValueError(f"store shard {str(shard)!r} holds {dtype} {shape} where the "
+                                 f"manifest says float32 {(n,) + image}; the store is damaged: "
+                                 "write it again")
+            if size != offset + n * self._nbytes:
+                raise ValueError(f"store shard {str(shard)!r} has {size} bytes where "
+                                 f"{offset + n * self._nbytes} were written (a truncated copy?); "
                                  "the store is damaged: write it again")
+            self._offsets.append(offset)
         self.shape = (self._starts[-1],) + image
-        self._maps = {}
+        self._fds = {}
 
     def __len__(self):
         return self.shape[0]
 
-    def _shard(self, k):
-        arr = self._maps.get(k)
-        if arr is None:
-            arr = np.load(self.path / self._files[k], mmap_mode="r")
-            self._maps[k] = arr
-        return arr
+    def _fd(self, k):
+        fd = self._fds.get(k)
+        if fd is None:
+            fd = os.open(self.path / self._files[k], os.O_RDONLY)
+            self._fds[k] = fd
+        return fd
 
     def __getitem__(self, i):
         i = int(i)
@@ -280,11 +302,26 @@ class CutoutStore(torch.utils.data.Dataset):
             raise IndexError(f"index {i} is out of range for a store of {len(self)} images")
         i %= len(self)
         k = bisect.bisect_right(self._starts, i) - 1
-        return self._shard(k)[i - self._starts[k]]
+        offset = self._offsets[k] + (i - self._starts[k]) * self._nbytes
+        buf = bytearray(self._nbytes)
+        view, done = memoryview(buf), 0
+        while done < self._nbytes:   # pread may return fewer bytes than asked
+            got = os.preadv(self._fd(k), [view[done:]], offset + done)
+            if got == 0:
+                raise ValueError(f"store shard {str(self.path / self._files[k])!r} ended "
+                                 "early (truncated after the store was opened?)")
+            done += got
+        return np.frombuffer(buf, dtype=np.float32).reshape(self.shape[1:])
 
-    def __getstate__(self):   # worker processes map the shards themselves
+    def close(self):
+        """Close the shard files this process opened (they reopen when read)."""
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def __getstate__(self):   # a process started by spawn opens the shards itself
         state = self.__dict__.copy()
-        state["_maps"] = {}
+        state["_fds"] = {}
         return state
 
     def __repr__(self):
@@ -326,7 +363,7 @@ class _StoreSource(_Source):
 
     def _read(self, i):
         arr = self.store[i]
-        return np.array(arr if self._all else arr[self._take], dtype=np.float32), 0
+        return (arr if self._all else np.ascontiguousarray(arr[self._take])), 0
 
     def load_all(self):
         if self.store.masked_pixels:
@@ -365,7 +402,7 @@ def write_cutout_store(images, path, *, bands=None, image_size=None, pixel_scale
     """Write images into a cutout store (a folder of ``.npy`` shards), atomically.
 
     The store is the fastest input for streamed training (`GalaxyDiffusion.fit
-    <astro_sbgm.GalaxyDiffusion.fit>` reads it through memory maps, with no
+    <astro_sbgm.GalaxyDiffusion.fit>` reads one image with one ``pread``, no
     FITS parsing): float32 fluxes in nanomaggies, ``(band, y, x)`` per image,
     in the order given, with the bands and pixel scale in a JSON manifest.
     Images are read and written one at a time, so a generator of any length

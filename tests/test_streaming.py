@@ -232,9 +232,13 @@ def test_bad_sets_give_clear_errors(images, on_disk, tmp_path):
 
 def test_a_damaged_store_is_named(images, tmp_path):
     store = write_cutout_store(images, tmp_path / "s", shard_size=4)
+    with open(store.path / "shard-00002.npy", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(ValueError, match="shard-00002.npy' has 1000 bytes where 6272"):
+        CutoutStore(tmp_path / "s")
     with open(store.path / "shard-00001.npy", "r+b") as f:
         f.truncate(64)
-    with pytest.raises(ValueError, match="shard-00001.npy"):
+    with pytest.raises(ValueError, match="shard-00001.npy' is not a readable .npy"):
         CutoutStore(tmp_path / "s")
     (store.path / STORE_MARKER).write_text("{")
     with pytest.raises(ValueError, match="manifest.*cannot be read"):
