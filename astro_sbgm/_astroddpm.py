@@ -1,8 +1,9 @@
 """Read the checkpoints released with Smith, Geach et al. (2022) into astro_sbgm.
 
 `load_astroddpm_checkpoint` gives the bare network (`astro_sbgm.nn.UNet`) and the schedule
-buffers; `estimator_from_astroddpm` gives a ready `astro_sbgm.GalaxyDiffusion` that samples,
-inpaints and saves like a model trained with this package.
+buffers; `astroddpm_parts` gives the parts of a ready `astro_sbgm.GalaxyDiffusion`
+(`astro_sbgm.GalaxyDiffusion.from_astroddpm` assembles them) that samples, inpaints and saves
+like a model trained with this package.
 
 The released files (Zenodo, DOI 10.5281/zenodo.5653517) are ``torch.save`` dicts
 ``{'step': int, 'model': state_dict, 'ema': state_dict}`` whose keys carry the ``module.``
@@ -29,7 +30,7 @@ from .nn.unet import UNet
 from .preprocessing import FluxScaler
 
 __all__ = ["AstroddpmCheckpoint", "AstroddpmWarning", "load_astroddpm_checkpoint",
-           "estimator_from_astroddpm", "released_sampler_options", "RELEASED_IMAGE_SIZE",
+           "astroddpm_parts", "released_sampler_options", "RELEASED_IMAGE_SIZE",
            "RELEASED_FLUX_UPPER", "RELEASED_DDPM_VARIANCE", "ZENODO_DOI"]
 
 #: Side in pixels of the cutouts the released PROBES and SDSS models were trained on.
@@ -290,7 +291,7 @@ def load_astroddpm_checkpoint(path, weights="ema"):
 
     See Also
     --------
-    estimator_from_astroddpm : the same file as a ready `~astro_sbgm.GalaxyDiffusion`.
+    astro_sbgm.GalaxyDiffusion.from_astroddpm : the same file as a ready model.
     """
     _check_weights(weights)
     path = os.fspath(path)
@@ -365,7 +366,7 @@ def released_sampler_options(model, sampler):
     The code released with Smith, Geach et al. (2022) draws its ancestral steps with the
     posterior variance, ``exp(posterior_log_variance_clipped[t])`` (beta-tilde), where the
     paper's eq. 12 and this package's ``"ddpm"`` sampler use ``sigma_t^2 = beta_t``. For a
-    model made by `estimator_from_astroddpm` (recognised by its ``extra_['astroddpm']``
+    model made by `~astro_sbgm.GalaxyDiffusion.from_astroddpm` (recognised by its ``extra_['astroddpm']``
     record, which is saved and loaded with the model) and the ``"ddpm"`` sampler this
     returns ``{"variance": "posterior"}`` (or the variance the record names under
     ``"ddpm_variance"``); for any other model or sampler an empty dict. Options the caller
@@ -390,10 +391,11 @@ def released_sampler_options(model, sampler):
     return {"variance": record.get("ddpm_variance", RELEASED_DDPM_VARIANCE)}
 
 
-def estimator_from_astroddpm(path, weights="ema", image_size=None, device="auto"):
-    """Turn a checkpoint released with Smith, Geach et al. (2022) into a `GalaxyDiffusion`.
+def astroddpm_parts(path, weights="ema", image_size=None):
+    """The parts of a `GalaxyDiffusion` from a checkpoint released with Smith, Geach et al. (2022).
 
-    The result is a fitted `~astro_sbgm.GalaxyDiffusion`: it samples, inpaints, transfers
+    `~astro_sbgm.GalaxyDiffusion.from_astroddpm` assembles them (with
+    ``GalaxyDiffusion._from_parts``) into a fitted `~astro_sbgm.GalaxyDiffusion`: it samples, inpaints, transfers
     and saves (safetensors + JSON, `~astro_sbgm.GalaxyDiffusion.save`) like a model trained
     with this package. Its settings are those of the released code:
 
@@ -431,13 +433,12 @@ def estimator_from_astroddpm(path, weights="ema", image_size=None, device="auto"
         models) in [16, 512] works, but the network only learned galaxies at the size it was
         trained on. Default (None): `RELEASED_IMAGE_SIZE` = 256, the size of the released
         models.
-    device : str, optional
-        ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"``, ...
-
     Returns
     -------
-    `~astro_sbgm.GalaxyDiffusion`
-        Fitted: ``net_``, ``ema_net_`` (eval mode), ``scaler_``, ``schedule_``, ``device_``,
+    dict
+        ``params`` (the constructor's arguments), ``net`` (raw, eval mode),
+        ``ema_net``, ``scaler``, ``schedule``, ``n_steps`` and ``extra``, for
+        ``GalaxyDiffusion._from_parts``.  The model it makes is fitted: ``net_``, ``ema_net_`` (eval mode), ``scaler_``, ``schedule_``, ``device_``,
         ``bands_``, ``n_steps_`` (the training step stored in the file, 0 if none) and
         ``extra_['astroddpm']``, a record of the source file (absolute path, SHA-256), its
         step, the DOI, which weights went where and the variance of the released ancestral
@@ -462,14 +463,12 @@ def estimator_from_astroddpm(path, weights="ema", image_size=None, device="auto"
     --------
     .. code-block:: python
 
-        from astro_sbgm._astroddpm import estimator_from_astroddpm
+        from astro_sbgm import GalaxyDiffusion
 
-        model = estimator_from_astroddpm("probes_model.pt")      # the Zenodo file
+        model = GalaxyDiffusion.from_astroddpm("probes_model.pt")   # the Zenodo file
         fakes = model.sample(4, sampler="dpmpp-2m", steps=20, seed=0)
         model.save("probes_astro_sbgm")                           # safetensors + JSON
     """
-    from .estimator import GalaxyDiffusion, _resolve_device  # late: estimator imports us
-
     _check_weights(weights)
     path = os.fspath(path)
     if image_size is None:
@@ -501,24 +500,19 @@ def estimator_from_astroddpm(path, weights="ema", image_size=None, device="auto"
             raise ValueError(f"the 'model' and 'ema' weights in {path!r} describe different "
                              f"networks ({raw.to_config()} and {config}); the file is damaged")
 
-    model = GalaxyDiffusion(
+    params = dict(
         image_size=int(image_size), bands=_RELEASED_BANDS, pixel_scale=_RELEASED_PIXEL_SCALE,
         dim=config["dim"], dim_mults=tuple(config["dim_mults"]), attention_levels=None,
         schedule="cosine", timesteps=schedule.T, objective="eps", loss="l1",
         min_snr_gamma=None, scaling="linear", flux_lower=0.0, continuous_time=False,
-        flux_upper=RELEASED_FLUX_UPPER, device=device)
-    model._validate()  # bands_, and the image_size checks with the estimator's own messages
-    model.device_ = _resolve_device(device)
-    model.net_ = raw.to(model.device_).eval()
-    model.ema_net_ = chosen.to(model.device_).eval().requires_grad_(False)
-    model.scaler_ = FluxScaler(upper=RELEASED_FLUX_UPPER, lower=0.0, stretch="linear")
-    model.schedule_ = schedule
+        flux_upper=RELEASED_FLUX_UPPER)
     step = _step_of(checkpoint)
-    model.n_steps_ = max(step, 0)
-    model.extra_ = {"astroddpm": {
+    extra = {"astroddpm": {
         "source": os.path.abspath(path), "sha256": _sha256(path),
         "step": step if step >= 0 else None, "weights": weights,
         "ema_net_weights": weights, "net_weights": raw_source,
         "doi": ZENODO_DOI, "reference": _REFERENCE,
         "ddpm_variance": RELEASED_DDPM_VARIANCE}}
-    return model
+    return {"params": params, "net": raw.eval(), "ema_net": chosen, "schedule": schedule,
+            "scaler": FluxScaler(upper=RELEASED_FLUX_UPPER, lower=0.0, stretch="linear"),
+            "n_steps": max(step, 0), "extra": extra}

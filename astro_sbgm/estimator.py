@@ -16,7 +16,6 @@ and the device stay inside it::
 
 import inspect
 import json
-import os
 import uuid
 import warnings
 from pathlib import Path
@@ -26,26 +25,30 @@ import torch
 import astropy.units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ._astroddpm import released_sampler_options
+from ._astroddpm import astroddpm_parts, released_sampler_options
+from ._validation import check_positions
 from ._version import __version__
 from .bands import parse_bands
 from ._conditions import ConditionStats, check_condition_names, measure_conditions, read_conditions
-from .diffusion import (DiffusionSchedule, Denoiser, OBJECTIVES, GRIDS, get_sampler, make_grid,
-                        reverse_process)
+from .diffusion import (DiffusionSchedule, Denoiser, OBJECTIVES, GRIDS, get_sampler,
+                        make_grid)
 from .io import AstroSBGMInputWarning, make_tan_wcs, read_images, select_bands, to_model_grid
 from .diffusion.guidance import ClassifierFreeGuidance
 from .exceptions import AstroSBGMConditionWarning
+from .diffusion.engine import generate
+from .diffusion.noise import PerSampleNoise, new_seed
 from .nn import UNet
 from .preprocessing import FluxScaler
 from .training_data import (SCALER_IMAGES, StreamingData, default_num_workers,
                             fit_flux_scaler, open_training_set)
 from . import distributed as _dist
 from .training import (AstroSBGMTrainingWarning, Trainer, TrainingInterrupted,
-                       autocast_forward, latest_checkpoint, refuse_foreign_checkpoint_dir,
-                       tf32 as _allow_tf32, _fsync, _share_like_other_files)
+                       autocast_forward, checkpoint_run_config, latest_checkpoint,
+                       refuse_foreign_checkpoint_dir,
+                       tf32 as _allow_tf32)
+from ._serialization import bundle_weights, check_model_files, split_weights, write_model_files
 
 __all__ = ["GalaxyDiffusion", "NotFittedError", "PRESETS", "QUICKSTART"]
 
@@ -106,12 +109,8 @@ def _float32(tensor):
 
 
 def _sample_generators(seed, start, n):
-    """One CPU generator per sample; sample ``i`` always gets the same stream."""
-    gens = []
-    for i in range(start, start + n):
-        state = np.random.SeedSequence([int(seed), int(i)]).generate_state(2, dtype=np.uint32)
-        gens.append(torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])))
-    return gens
+    """One CPU generator per sample (`astro_sbgm.diffusion.noise.PerSampleNoise`)."""
+    return PerSampleNoise(seed, start).generators(0, n)
 
 
 class GalaxyDiffusion:
@@ -207,6 +206,11 @@ class GalaxyDiffusion:
         Optimizer steps taken.
     history_ : list of float
         Training loss per step.
+    conditions_ : `astro_sbgm._conditions.ConditionStats` or None
+        For a conditional model: the condition names, units, mean and
+        standard deviation (the standardisation), range and origin of the
+        training values; stored in the model's JSON.  None for an
+        unconditional model.
     """
 
     def __init__(self, image_size=64, bands="grz", pixel_scale=0.262, dim=32,
@@ -270,7 +274,7 @@ class GalaxyDiffusion:
         """A ready model from a checkpoint released with the paper (Zenodo 10.5281/zenodo.5653517).
 
         The file is read with ``torch.load(weights_only=True)`` only; see
-        `astro_sbgm._astroddpm.estimator_from_astroddpm` for what is set
+        `astro_sbgm._astroddpm.astroddpm_parts` for what is set
         (schedule from the stored buffers, flux clip [0, 5.5] nanomaggies,
         bands g, r, z at 0.262"/pix).
 
@@ -289,10 +293,8 @@ class GalaxyDiffusion:
         -------
         GalaxyDiffusion
         """
-        from ._astroddpm import estimator_from_astroddpm
-
-        return estimator_from_astroddpm(path, weights=weights, image_size=image_size,
-                                        device=device)
+        return cls._from_parts(**astroddpm_parts(path, weights=weights, image_size=image_size),
+                               device=device)
 
     @classmethod
     def pretrained(cls, name=None, device="auto"):
@@ -380,6 +382,15 @@ class GalaxyDiffusion:
                                   stretch=self.scaling, softening=self.flux_softening)
         self.device_ = _resolve_device(self.device)
         self.net_.to(self.device_)
+
+    def _to_local_device(self):
+        """Under torchrun, move the networks to this process's GPU (``cuda:LOCAL_RANK``)."""
+        device = _dist.local_device(self.device_)
+        if device != self.device_:
+            self.device_ = device
+            for net in (getattr(self, "net_", None), getattr(self, "ema_net_", None)):
+                if net is not None:
+                    net.to(device)
 
     def _check_fitted(self):
         if not hasattr(self, "net_") or not hasattr(self, "ema_net_"):
@@ -580,26 +591,14 @@ class GalaxyDiffusion:
         steps_before = int(getattr(self, "n_steps_", 0)) if continuing else 0
         if not continuing:
             self._build()
-        # under torchrun: one GPU per process (cuda:LOCAL_RANK), then join the group
-        device = _dist.local_device(self.device_)
-        if device != self.device_:
-            self.device_ = device
-            self.net_.to(device)
-            if continuing:
-                self.ema_net_.to(device)
+        self._to_local_device()   # under torchrun: one GPU per process, then join the group
         distributed = _dist.init_distributed(self.device_)
         if distributed:
             _dist.check_batch_divisible(self.batch_size)
         config = {"params": self._json_params(), "scaler": None}
         record = _dist.run_on_main(latest_checkpoint, checkpoint_dir) if resume else None
-        if record is not None:
-            saved = json.loads(Path(record).read_text()).get("config") or {}
-            if saved.get("params") != config["params"]:
-                diff = sorted(k for k in config["params"]
-                              if (saved.get("params") or {}).get(k) != config["params"][k])
-                raise ValueError(f"the checkpoint in {str(checkpoint_dir)!r} was made with "
-                                 f"other hyper-parameters (differing: {diff}); resume with "
-                                 "the same model or use a new checkpoint_dir")
+        if record is not None:   # the Trainer checks the rest when it loads the checkpoint
+            saved = checkpoint_run_config(record, config["params"], checkpoint_dir)
             self.scaler_ = FluxScaler.from_dict(saved["scaler"])
         elif not continuing and fluxes is None:   # a documented subsample, read once
             self.scaler_ = _dist.run_on_main(fit_flux_scaler, self.scaler_, source,
@@ -765,17 +764,52 @@ class GalaxyDiffusion:
         return out[0] if single else out
 
     # ------------------------------------------------------------------ sample
-    def _denoiser(self, weights="ema"):
+    def denoiser(self, weights="ema", clip_x0=True):
+        """The trained model as a denoiser, ``(x_t, t) -> (x0_hat, eps_hat)``, for the engine.
+
+        Parameters
+        ----------
+        weights : {"ema", "model"}
+            The weight average (default) or the raw weights.
+        clip_x0 : bool
+            Clip ``x0_hat`` to [-1, 1] (sampling); False gives the model's own
+            score (likelihoods).
+
+        Returns
+        -------
+        `~astro_sbgm.diffusion.Denoiser`
+            On the model's device, the network in eval mode; feed it to
+            `astro_sbgm.diffusion.engine.generate`.
+
+        Raises
+        ------
+        NotFittedError
+            If the model was never fitted or loaded.
+        ValueError
+            For unknown ``weights``.
+        """
         self._check_fitted()
         if weights not in ("ema", "model"):
             raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
         net = self.ema_net_ if weights == "ema" else self.net_
         net.eval()
-        return Denoiser(net, self.schedule_, self.objective)
+        return Denoiser(net, self.schedule_, self.objective, clip_x0=clip_x0)
+
+    _denoiser = denoiser   # the old private name
+
+    def sampler_options(self, sampler):
+        """This model's default options for a sampler (merge as ``{**these, **yours}``).
+
+        A model read from the paper's released checkpoints draws its ancestral
+        (``"ddpm"``) steps with the released code's posterior variance
+        (`astro_sbgm._astroddpm.released_sampler_options`); other models and
+        samplers have none.
+        """
+        return released_sampler_options(self, sampler)
 
     def default_steps(self, sampler):
         """Number of steps used when ``steps=None``: ``T`` for ddpm, else 20."""
-        return self.schedule_.T if sampler == "ddpm" else 20
+        return get_sampler(sampler).default_steps(self.schedule_.T)
 
     def sample_scaled(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
                       batch_size=64, weights="ema", progress=True, start=0,
@@ -807,27 +841,22 @@ class GalaxyDiffusion:
                 raise ValueError(f"conditions must have shape ({n}, {self.net_.cond_dim}) "
                                  f"(standardised rows), got {tuple(conditions.shape)}")
         if shard:
-            # under torchrun: this process's GPU (cuda:LOCAL_RANK), then join the group
-            device = _dist.local_device(self.device_)
-            if device != self.device_:
-                self.device_ = device
-                self.net_.to(device)
-                self.ema_net_.to(device)
+            self._to_local_device()   # under torchrun: this process's GPU, then the group
             _dist.init_distributed(self.device_)
             block = _dist.shard_range(n)
             start, n = start + block.start, len(block)
         # a released model's ancestral sampler uses the released code's variance
-        options = {**released_sampler_options(self, sampler), **options}
-        get_sampler(sampler, **options)  # validate name and options early
-        steps = self.default_steps(sampler) if steps is None else int(steps)
+        options = {**self.sampler_options(sampler), **options}
+        rule = get_sampler(sampler, **options)  # validate name and options early
+        steps = rule.default_steps(self.schedule_.T) if steps is None else int(steps)
         if grid == "auto":
-            grid = "uniform" if sampler == "ddpm" else "karras"
+            grid = rule.default_grid
         times = make_grid(self.schedule_, steps, grid)
         if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
+            seed = new_seed()
             if shard:  # the shards of one draw share rank 0's seed
                 seed = _dist.broadcast_object(seed)
-        den = self._denoiser(weights)
+        den = self.denoiser(weights)
         if precision == "bf16":
             if self.device_.type == "cuda":
                 den.net = autocast_forward(den.net, "cuda", torch.bfloat16)
@@ -835,31 +864,21 @@ class GalaxyDiffusion:
                 warnings.warn(f"precision='bf16' is used on CUDA devices only; sampling on "
                               f"{self.device_} runs in float32", AstroSBGMTrainingWarning)
         shape = (len(self.bands_), self.image_size, self.image_size)
-        chunks, nfe = [], 0
-        for lo in range(0, n, int(batch_size)):
-            m = min(int(batch_size), n - lo)
-            gens = _sample_generators(seed, start + lo, m)
-            x = torch.stack([torch.randn(shape, generator=g) for g in gens])
-            chunk_den = den
-            if conditions is not None:
-                rows = conditions[start - first + lo:start - first + lo + m]
-                if m == 1:
-                    rows = torch.cat([rows, rows])
-                chunk_den = ClassifierFreeGuidance(den, rows, guidance_scale)
-            if m == 1:
-                # a batch of one runs other kernels (matrix-vector products) that round
-                # differently: pad it, so that sample i is the same whatever the batching
-                x = torch.cat([x, x])
-                gens = gens + [torch.Generator().manual_seed(0)]
-            out, used = reverse_process(chunk_den, x.to(self.device_), times, sampler,
-                                        generator=gens, progress=progress, **options)
-            chunks.append(out[:m].float().cpu())
-            nfe = used
-        info = {"seed": int(seed), "sampler": sampler, "steps": steps, "grid": grid,
+        wrap = None
+        if conditions is not None:
+            rows = conditions[start - first:]
+
+            def wrap(den, batch):   # classifier-free guidance with this batch's conditions
+                return ClassifierFreeGuidance(den, rows[batch.index], guidance_scale)
+        # a batch of one is padded to two: sample i is the same whatever the batching
+        x, nfe = generate(den, (n,) + shape, times, rule, PerSampleNoise(seed, start),
+                          int(batch_size), wrap=wrap, pad_single=True, device=self.device_,
+                          progress=progress)
+        info = {"seed": int(seed), "sampler": rule.name, "steps": steps, "grid": grid,
                 "nfe": nfe, "weights": weights, "options": options, "start": start}
         if conditions is not None:
             info["guidance_scale"] = float(guidance_scale)
-        return (torch.cat(chunks) if chunks else torch.empty((0,) + shape)), info
+        return x, info
 
     def sample(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
                batch_size=64, weights="ema", progress=True, start=0, precision="fp32",
@@ -966,9 +985,7 @@ class GalaxyDiffusion:
         if grid != "auto" and grid not in GRIDS:
             raise ValueError(f"unknown grid {grid!r}; known: ('auto',) + {GRIDS}")
         if positions is not None:
-            from .simulation import _sample_positions
-
-            positions = _sample_positions(positions, n)
+            positions = check_positions(positions, n)
         requested = standardised = None
         if conditions is not None:
             requested = self._read_request(conditions, n, allow_extra=False,
@@ -1047,6 +1064,41 @@ class GalaxyDiffusion:
                 "conditions (GalaxyDiffusion(conditions=None)). Train one with "
                 "GalaxyDiffusion(conditions=['mag_r', 'r_half', ...]).fit(X), or fine-tune "
                 "this one: model.set_params(conditions=[...]).fit(X, warm_start=True)")
+
+    def read_conditions(self, conditions, n=None, keyword="conditions"):
+        """Requested properties as this model reads them: in its units, and standardised.
+
+        What `sample`, `inpaint` and `transfer` do with their ``conditions=``.
+
+        Parameters
+        ----------
+        conditions : `~astropy.table.QTable`, `~astropy.table.Table` or dict
+            Exactly the model's `conditions` as columns, with units (see
+            `sample`).
+        n : int, optional
+            Rows wanted (scalars are broadcast to it).
+        keyword : str
+            The argument name used in error messages.
+
+        Returns
+        -------
+        values : `numpy.ndarray`
+            ``(n, k)`` in the units of `conditions_` (``conditions_.units``).
+        standardised : `numpy.ndarray`
+            ``(n, k)`` float32, ``(values - mean) / std``: what the network sees.
+
+        Raises
+        ------
+        ValueError, astropy.units.UnitConversionError
+            As `sample` (unconditional model, missing or extra columns, units).
+
+        Warns
+        -----
+        AstroSBGMConditionWarning
+            For requests outside the range of the training values.
+        """
+        values = self._read_request(conditions, n, keyword=keyword)
+        return values, self.conditions_.standardise(values)
 
     def _read_request(self, table, n, allow_extra=False, keyword="conditions"):
         """Requested properties ``(n, k)`` in the model's units; warns outside the range."""
@@ -1192,14 +1244,15 @@ class GalaxyDiffusion:
         scaled = torch.from_numpy(self.scaler_.transform(flux))
         jac = self.scaler_.log_abs_det_jacobian(flux)
         n_clipped = np.isnan(jac).reshape(len(flux), -1).sum(1)
-        den = self._denoiser(weights)
+        den = self.denoiser(weights, clip_x0=False)
+        noise = PerSampleNoise(seed)
         dim = scaled[0].numel()
         rows, maps = [], []
         bar = tqdm(total=len(scaled), disable=not progress, desc=f"log-likelihood ({method})",
                    unit="image", dynamic_ncols=True)
         for lo in range(0, len(scaled), int(batch_size)):
             x = scaled[lo:lo + int(batch_size)].to(self.device_)
-            gens = _sample_generators(seed, lo, len(x))
+            gens = noise.generators(lo, len(x))
             if method == "elbo":
                 ll, m, terms = elbo_log_likelihood(den, x, n_levels=n_levels, generators=gens)
                 maps.append(m.numpy())
@@ -1317,8 +1370,7 @@ class GalaxyDiffusion:
                 raise FileExistsError(f"a model is saved in {str(path)!r}; pass overwrite=True "
                                       "to replace it")
         path.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.{k}": v for k, v in self.net_.state_dict().items()}
-        tensors.update({f"ema.{k}": v for k, v in self.ema_net_.state_dict().items()})
+        tensors = bundle_weights(self.net_.state_dict(), self.ema_net_.state_dict())
         save_id = uuid.uuid4().hex   # pairs the two files: a mix of two saves is refused
         config = {"format": MODEL_FORMAT, "version": __version__,
                   "params": self._json_params(), "unet": self.net_.to_config(),
@@ -1330,9 +1382,31 @@ class GalaxyDiffusion:
                   "save_id": save_id}
         if getattr(self, "conditions_", None) is not None:
             config["conditions"] = self.conditions_.to_dict()
-        _write_model_files(path, tensors, {"format": MODEL_FORMAT, "save_id": save_id},
-                           json.dumps(config, indent=1))
+        write_model_files(path, tensors, {"format": MODEL_FORMAT, "save_id": save_id},
+                          json.dumps(config, indent=1))
         return path
+
+    @classmethod
+    def _from_parts(cls, params, net, ema_net, scaler, schedule, device="auto", n_steps=0,
+                    n_train=None, extra=None):
+        """A fitted model from its parts: what `load` and `from_astroddpm` read.
+
+        ``params`` are the constructor's arguments (``device`` replaced by
+        ``device``); ``net`` (raw) and ``ema_net`` (the weight average, put in
+        eval mode without gradients) are moved to the device.
+        """
+        model = cls(**{**params, "device": device})
+        model._validate()
+        model.device_ = _resolve_device(device)
+        model.net_ = net.to(model.device_)
+        model.ema_net_ = ema_net.to(model.device_).eval().requires_grad_(False)
+        model.scaler_ = scaler
+        model.schedule_ = schedule
+        model.n_steps_ = int(n_steps)
+        if n_train is not None:
+            model.n_train_ = int(n_train)
+        model.extra_ = extra if extra is not None else {}
+        return model
 
     @classmethod
     def load(cls, path, device="auto"):
@@ -1390,28 +1464,21 @@ class GalaxyDiffusion:
         for key in ("dim_mults", "attention_levels"):
             if isinstance(params.get(key), list):
                 params[key] = tuple(params[key])
-        model = cls(**params)
-        model._validate()
-        _check_model_files(w_path, cfg_path, config)   # before any memory is allocated
-        model.device_ = _resolve_device(device)
+        cls(**params)._validate()     # the parameters and the files, before any memory is used
+        check_model_files(w_path, cfg_path, config, lambda: _network_shapes(config, cfg_path))
         try:
             tensors = load_file(str(w_path))
         except Exception as err:  # SafetensorError: changed since the check
             raise ValueError(f"{str(w_path)!r} cannot be read ({err})") from None
-        model.net_ = UNet.from_config(config["unet"])
-        model.ema_net_ = UNet.from_config(config["unet"])
+        net, ema_net = UNet.from_config(config["unet"]), UNet.from_config(config["unet"])
         # a bundled model ships only its weight average, in float16: it serves as both
-        ema = {k[4:]: _float32(v) for k, v in tensors.items() if k.startswith("ema.")}
-        raw = {k[6:]: _float32(v) for k, v in tensors.items() if k.startswith("model.")}
-        model.net_.load_state_dict(raw or ema)
-        model.ema_net_.load_state_dict(ema)
-        model.net_.to(model.device_)
-        model.ema_net_.to(model.device_).eval().requires_grad_(False)
-        model.scaler_ = FluxScaler.from_dict(config["scaler"])
-        model.schedule_ = DiffusionSchedule.from_dict(config["schedule"])
-        model.n_steps_ = int(config.get("n_steps", 0))
-        model.n_train_ = int(config.get("n_train", 0))
-        model.extra_ = config.get("extra", {})
+        raw, ema = split_weights(tensors, _float32)
+        net.load_state_dict(raw or ema)
+        ema_net.load_state_dict(ema)
+        model = cls._from_parts(params, net, ema_net, FluxScaler.from_dict(config["scaler"]),
+                                DiffusionSchedule.from_dict(config["schedule"]), device=device,
+                                n_steps=config.get("n_steps", 0),
+                                n_train=config.get("n_train", 0), extra=config.get("extra", {}))
         model.conditions_ = (ConditionStats.from_dict(config["conditions"])
                              if config.get("conditions") else None)
         if model.net_.cond_dim and model.conditions_ is None:
@@ -1420,75 +1487,12 @@ class GalaxyDiffusion:
         return model
 
 
-def _write_model_files(path, tensors, metadata, config_text):
-    """Write ``model.safetensors`` and ``config.json`` of `GalaxyDiffusion.save`.
-
-    Both go to temporary files, flushed to disk, before either is renamed
-    into place; a failed write removes the temporary files and leaves the
-    folder as it was.
-    """
-    w_tmp = path / f".model.safetensors.tmp{os.getpid()}"
-    c_tmp = path / f".config.json.tmp{os.getpid()}"
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(w_tmp),
-                  metadata=metadata)
-        _share_like_other_files(w_tmp)
-        _fsync(w_tmp)
-        c_tmp.write_text(config_text)
-        _fsync(c_tmp)
-        os.replace(w_tmp, path / "model.safetensors")
-        os.replace(c_tmp, path / "config.json")
-        _fsync(path)
-    finally:
-        for tmp in (w_tmp, c_tmp):
-            if tmp.exists():
-                tmp.unlink()
-
-
-def _check_model_files(w_path, cfg_path, config):
-    """Check a model folder from the safetensors header alone (no tensor is read).
-
-    Raises ValueError, naming the file and the first disagreeing tensor, for a
-    truncated or unreadable file, a pair of files from different saves, and a
-    tensor missing, unexpected or of a shape other than the one the network
-    of ``config["unet"]`` has.  Models may hold ``ema.`` tensors only (the
-    bundled float16 models); ``model.`` tensors, when present, are checked too.
-    """
-    try:
-        with safe_open(str(w_path), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            metadata = f.metadata() or {}
-    except Exception as err:  # SafetensorError (truncated, bad header), OSError
-        raise ValueError(f"{str(w_path)!r} is damaged or truncated: it is not a readable "
-                         f"safetensors file ({err}); save the model again or restore the "
-                         "file from a copy") from None
-    if (config.get("save_id") and metadata.get("save_id")
-            and config["save_id"] != metadata["save_id"]):
-        raise ValueError(f"{str(w_path)!r} and {str(cfg_path)!r} come from different saves "
-                         "(a save that was interrupted between the two?); save the model "
-                         "again")
+def _network_shapes(config, cfg_path):
+    """``{name: shape}`` of the network ``config["unet"]`` describes (no memory used)."""
     try:
         with torch.device("meta"):   # shapes only: no memory, no initialisation
-            expected = {k: tuple(v.shape)
-                        for k, v in UNet.from_config(config["unet"]).state_dict().items()}
+            return {k: tuple(v.shape)
+                    for k, v in UNet.from_config(config["unet"]).state_dict().items()}
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{str(cfg_path)!r} does not describe a network this version "
                          f"builds ({type(err).__name__}: {err})") from None
-    prefixes = ["ema."] + (["model."] if any(k.startswith("model.") for k in shapes) else [])
-    for prefix in prefixes:
-        for key, shape in expected.items():
-            name = prefix + key
-            if name not in shapes:
-                raise ValueError(f"{str(w_path)!r} lacks tensor {name!r} (shape {shape}) of "
-                                 f"the network in {str(cfg_path)!r}; the two files do not "
-                                 "belong together")
-            if shapes[name] != shape:
-                raise ValueError(f"tensor {name!r} in {str(w_path)!r} has shape "
-                                 f"{shapes[name]} but the network in {str(cfg_path)!r} has "
-                                 f"{shape}; the two files do not belong together")
-    extra = [k for k in shapes if not any(k.startswith(p) and k[len(p):] in expected
-                                          for p in prefixes)]
-    if extra:
-        raise ValueError(f"{str(w_path)!r} holds tensor {extra[0]!r} that the network in "
-                         f"{str(cfg_path)!r} does not have ({len(extra)} in all); the two "
-                         "files do not belong together")

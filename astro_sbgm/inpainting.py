@@ -88,12 +88,13 @@ import warnings
 import numpy as np
 import torch
 import astropy.units as u
-from astropy.nddata import CCDData, NDData, StdDevUncertainty
+from astropy.nddata import NDData, StdDevUncertainty
 from scipy import ndimage
 
 from . import io as _io
-from .bands import parse_bands
-from .diffusion import get_sampler, make_grid
+from .bands import LEGACY_SURVEY_FILTERS, filters_from_meta, parse_bands, parse_filters
+from .filter_mapping import filter_mapping
+from .diffusion import ClassifierFreeGuidance, get_sampler, make_grid
 from .diffusion.engine import generate
 from .diffusion.noise import PerSampleNoise, new_seed
 from ._validation import check_positive_int
@@ -403,9 +404,15 @@ class _Runner:
     """Runs the reverse process over boxes and draws for one call of `inpaint`."""
 
     def __init__(self, model, times, sampler, options, seed, n_draws, batch_size, weights,
-                 progress):
+                 progress, cond=None, guidance_scale=1.0):
         self.model = model
         self.den = model.denoiser(weights)
+        self.wrap = None
+        if cond is not None:   # every draw of the galaxy has its one row of conditions
+            def wrap(den, batch):
+                rows = cond.expand(len(batch.generators), -1).clone()
+                return ClassifierFreeGuidance(den, rows, guidance_scale)
+            self.wrap = wrap
         self.times = times
         self.rule = get_sampler(sampler, **options)
         self.seed = seed
@@ -433,7 +440,8 @@ class _Runner:
         # start: the smooth guess noised to times[0]; draw k of box b from stream (seed, b, k)
         out, nfe = generate(den, init, self.times, self.rule,
                             PerSampleNoise(self.seed, key=(box_index,)), self.batch_size,
-                            guidance=guidance, device=device, progress=self.progress)
+                            guidance=guidance, wrap=self.wrap, device=device,
+                            progress=self.progress)
         self.nfe += nfe
         return out.numpy()
 
@@ -501,7 +509,8 @@ def _regridded_fill(runner, data, unknown, target, wcs, model_scale):
 def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sampler=None,
             steps=None, grid=None, jump_length=None, n_resample=None, seed=None, weights="ema",
             batch_size=16, bands=None, unit=None, hdu=None, progress=False,
-            return_draws=False, mask_bits=None, **options):
+            return_draws=False, mask_bits=None, conditions=None, guidance_scale=1.0,
+            **options):
     """Fill the masked pixels of an image with a trained diffusion model.
 
     Parameters
@@ -571,6 +580,15 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         (``SATUR_G``, ``ALLMASK_R``) fills its own band only, every other
         bit all bands.  Default None: every non-zero pixel of ``mask`` is
         filled.
+    conditions : `~astropy.table.QTable`, `~astropy.table.Table` or dict, optional
+        For a conditional model: the catalogue properties of the galaxy in
+        the image (one row or scalars, with units; e.g. its catalogue
+        magnitude under a trail), as `~astro_sbgm.GalaxyDiffusion.sample`
+        takes them.  The reverse process then runs with classifier-free
+        guidance.
+    guidance_scale : float
+        The guidance scale with ``conditions`` (see
+        `~astro_sbgm.GalaxyDiffusion.sample`).
     **options
         Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm);
         they replace the method's own options (``variance="posterior"`` for
@@ -606,7 +624,9 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
           ``INPSTEPS`` (grid points), ``TSTART``, ``NRESAMP``, ``JUMPLEN``, ``NFE``
           (network evaluations per draw), ``NDRAWS``, ``SEED``, ``WEIGHTS``,
           ``NFILLED`` (pixels generated), ``TRSTEPS``, and ``DRAWMEAN``
-          (True: the filled pixels are a mean of ``NDRAWS`` draws).
+          (True: the filled pixels are a mean of ``NDRAWS`` draws); with
+          ``conditions``, ``GUIDANCE`` and ``CONDNj``/``CONDVj``/``CONDUj``
+          as in `~astro_sbgm.GalaxyDiffusion.sample`.
     draws : list of `~astropy.nddata.CCDData`
         Only with ``return_draws=True``, then the return value is
         ``(summary, draws)``: ``n_draws`` images laid out like
@@ -637,6 +657,12 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     inpaint`` command also writes ``flags`` as a ``FLAGS`` extension.
     """
     model.denoiser(weights)     # NotFittedError (and bad weights) before any work
+    requested = cond = None
+    if conditions is not None:  # one row: the galaxy being filled (a conditional model)
+        requested, cond = model.read_conditions(conditions, 1)
+        cond = torch.from_numpy(cond)
+    elif guidance_scale != 1.0:
+        raise ValueError("guidance_scale applies with conditions= (a conditional model)")
     if method not in INPAINT_METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; known methods: "
                          f"{sorted(INPAINT_METHODS)}")
@@ -664,14 +690,17 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     if raw is None or raw.shape != ccd.shape:
         raw, in_unit = np.asarray(ccd.data), u.nanomaggy
     in_bands = parse_bands(ccd.meta["BANDS"])
+    # bands are matched by filter name: "sdss:g" is not the model's "decam:g"
+    in_filters = tuple(f.name for f in filters_from_meta(ccd.meta))
     model_bands = tuple(model.bands_)
-    common = [b for b in in_bands if b in model_bands]
-    if not common:
+    model_filters = tuple(f.name for f in parse_filters(list(model_bands)))
+    common = [f for f in in_filters if f in model_filters]
+    foreign = not set(in_filters) <= set(LEGACY_SURVEY_FILTERS.values())
+    if not common and not foreign:
         raise ValueError(f"the image has bands {list(in_bands)} and the model "
                          f"{list(model_bands)}: no band in common, nothing can be inpainted; "
                          "give an image in the model's bands (or pass bands= if its band "
                          "names are not recorded)")
-    extra = [b for b in in_bands if b not in model_bands]
 
     shape = ccd.shape
     if mask is None:
@@ -680,7 +709,21 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     else:
         fill = _io.read_mask(mask, bits=mask_bits, bands=in_bands, shape=shape, wcs=ccd.wcs)
     fill |= ~np.isfinite(raw)
-    in_idx = [in_bands.index(b) for b in common]
+    # (input plane, model band, flux factor model/input or None), one per model band used
+    fmap = None
+    if common:
+        pairs = [(in_filters.index(f), model_filters.index(f), None) for f in common]
+    else:   # another survey's filters: colour terms per pixel (astro_sbgm.filter_mapping)
+        fmap = filter_mapping(ccd.data, in_filters, model_filters, mask=fill,
+                              uncertainty=None if ccd.uncertainty is None
+                              else ccd.uncertainty.array)
+        warnings.warn(f"the image's filters {list(in_filters)} are mapped onto the model's "
+                      f"{list(model_filters)} with colour terms and the fill mapped back "
+                      f"({fmap.describe()})", AstroSBGMInputWarning)
+        pairs = [(j, m, fmap.factor[m]) for m, j in enumerate(fmap.plane)]
+    used = sorted({j for j, _, _ in pairs})
+    extra = [in_bands[j] for j in range(len(in_bands)) if j not in used]
+    in_idx = used
     fill_model = fill[in_idx]
     if not fill_model.any():
         raise ValueError("the mask selects no pixel in the model's bands "
@@ -699,13 +742,13 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     nbm = len(model_bands)
     data_m = np.zeros((nbm,) + shape[1:], np.float32)
     unknown_m = np.ones((nbm,) + shape[1:], bool)
-    for b in common:
-        data_m[model_bands.index(b)] = ccd.data[in_bands.index(b)]
-        unknown_m[model_bands.index(b)] = fill[in_bands.index(b)]
+    for j, m, k in pairs:
+        data_m[m] = ccd.data[j] if k is None else ccd.data[j] * k
+        unknown_m[m] = fill[j]
     target = fill_model.any(axis=0)
 
     runner = _Runner(model, times, sampler, options, seed, n_draws, batch_size, weights,
-                     progress)
+                     progress, cond, guidance_scale)
     model_scale = float(model.pixel_scale)
     regrid = (ccd.wcs is not None and abs(pixel_scale_of(ccd.wcs).to_value(u.arcsec)
                                           / model_scale - 1) > 1e-3)
@@ -730,10 +773,15 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     if given is not None:
         unc[...] = given
     flags = np.zeros(shape, np.uint8)
-    for b in common:
-        j, m = in_bands.index(b), model_bands.index(b)
+    done = set()
+    for j, m, k in pairs:
+        if j in done:      # one model band fills each input plane
+            continue
+        done.add(j)
         sel = fill[j]
         fills = draws[:, m][:, sel].astype(np.float64)          # (K, n_filled)
+        if k is not None:
+            fills = fills / k[sel]                               # back into the input's filter
         out[j][sel] = (fills.mean(axis=0) / factor).astype(dtype)
         flags[j][sel] = 1
         unc[j][sel] = ((fills.std(axis=0, ddof=1) / factor).astype(dtype) if n_draws > 1
@@ -748,7 +796,6 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         unc = None
 
     meta = ccd.meta.copy()
-    meta["BUNIT"] = "nanomaggy" if in_unit == u.nanomaggy else in_unit.to_string()
     meta["INPAINT"] = (method, "inpainting method (astro_sbgm)")
     meta["INPSAMP"] = (getattr(runner.rule, "name", str(sampler)), "inpainting sampler")
     if getattr(runner.rule, "variance", None) is not None:
@@ -763,16 +810,23 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     meta["NDRAWS"] = (n_draws, "draws; the data hold their mean")
     meta["SEED"] = (int(seed), "seed of the draws")
     meta["WEIGHTS"] = (weights, "ema = weight average, model = raw")
+    if requested is not None:
+        meta["GUIDANCE"] = (float(guidance_scale), "classifier-free guidance scale")
+        for j, (name, unit) in enumerate(zip(model.conditions_.names, model.conditions_.units)):
+            meta[f"CONDN{j}"] = (name, "requested property (measure_galaxies column)")
+            if np.isfinite(requested[0, j]):
+                meta[f"CONDV{j}"] = (float(requested[0, j]), f"requested {name}")
+            meta[f"CONDU{j}"] = (unit, f"unit of CONDV{j}")
     meta["NFILLED"] = (int(flags.sum()), "pixels generated (FLAGS = 1)")
-    meta["TRSTEPS"] = (int(getattr(model, "n_steps_", 0)), "training steps of the model")
+    meta.update(_io.provenance_cards(None, getattr(model, "n_steps_", 0), origin=False))
     meta["DRAWMEAN"] = (n_draws > 1, "filled pixels: mean of NDRAWS draws, not a galaxy")
+    if fmap is not None:
+        meta.update(fmap.cards)
 
     def build(data, meta):
-        ccd_out = CCDData(data, unit=in_unit, wcs=ccd.wcs, meta=meta,
-                          mask=still_bad.copy() if still_bad.any() else None,
-                          uncertainty=None if unc is None else StdDevUncertainty(unc.copy()))
-        ccd_out.flags = flags.copy()
-        return ccd_out
+        return _io.make_image(data, in_bands, wcs=ccd.wcs, mask=still_bad.copy(),
+                              uncertainty=None if unc is None else unc.copy(),
+                              flags=flags.copy(), unit=in_unit, meta=meta, filters=in_filters)
 
     result = build(out, meta)
     if not return_draws:

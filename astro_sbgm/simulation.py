@@ -41,6 +41,7 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import QTable
 from astropy.wcs import WCS
 
+from ._validation import check_positions
 from .bands import parse_bands
 from .io import _celestial, image_bands, read_image, read_images
 
@@ -58,21 +59,7 @@ _NMGY_ZP = 22.5  # AB magnitude of 1 nanomaggy
 
 
 # --------------------------------------------------------------------------- helpers
-def _sample_positions(positions, n):
-    """``positions`` for `~astro_sbgm.GalaxyDiffusion.sample`: ICRS SkyCoord, length ``n``."""
-    if not isinstance(positions, SkyCoord):
-        raise TypeError(f"positions must be an astropy SkyCoord (a scalar or one per galaxy), "
-                        f"got {type(positions).__name__}; e.g. SkyCoord(ra, dec, unit='deg')")
-    positions = positions.icrs
-    n = int(n)
-    if positions.isscalar:
-        return SkyCoord(np.full(n, positions.ra.deg), np.full(n, positions.dec.deg),
-                        unit="deg", frame="icrs")
-    positions = positions.ravel()
-    if len(positions) != n:
-        raise ValueError(f"positions holds {len(positions)} sky positions but n={n} galaxies "
-                         "are drawn; give one position per galaxy or a scalar SkyCoord")
-    return positions
+_sample_positions = check_positions   # the old name (now in astro_sbgm._validation)
 
 
 def _centre(shape):

@@ -56,149 +56,32 @@ Inputs
   model's pixel scale (RA = Dec = 0).
 """
 
-import math
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 import astropy.units as u
-from astropy.io import fits
-from astropy.nddata import CCDData, StdDevUncertainty
+from astropy.nddata import StdDevUncertainty
 
-from ._version import __version__
-from .bands import BAND_WAVELENGTHS, parse_bands
-from .diffusion import get_sampler, make_grid, reverse_process
-from .diffusion.samplers import randn_like
-from .estimator import _sample_generators
-from ._astroddpm import released_sampler_options
-from .io import AstroSBGMInputWarning, make_tan_wcs, read_image, to_model_grid
+from .bands import (LEGACY_SURVEY_FILTERS, effective_wavelength, filters_from_meta,
+                    interpolation_weights, parse_bands, parse_filters)
+from .filter_mapping import filter_mapping
+from .diffusion import ClassifierFreeGuidance, get_sampler
+from .diffusion.engine import generate, sampling_times
+from .diffusion.noise import PerSampleNoise
+from .io import (PICTURE_SUFFIXES, RGB_WAVELENGTHS, AstroSBGMInputWarning, make_image,
+                 make_tan_wcs, provenance_cards, read_image, read_picture, rgb_to_bands,
+                 to_model_grid)
+from .io import is_picture as _is_picture
 from ._validation import check_positive_int
 
 __all__ = ["transfer", "read_picture", "rgb_to_bands", "band_weights", "RGB_WAVELENGTHS",
            "PICTURE_SUFFIXES", "DEFAULT_TRANSFER_SAMPLER"]
 
-#: Dominant wavelengths given to the channels of a picture (``mapping="wavelength"``).
-RGB_WAVELENGTHS = {"B": 465.0 * u.nm, "G": 532.0 * u.nm, "R": 630.0 * u.nm}
-
-#: File name endings read as pictures rather than FITS.
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
 _MAX_BAND_RATIO = 1.3
 
 #: Default sampler of `transfer`: stochastic, as the paper's ancestral reverse process.
 DEFAULT_TRANSFER_SAMPLER = "dpmpp-2m-sde"
-
-
-def _is_picture(image):
-    if isinstance(image, (str, Path)) or hasattr(image, "__fspath__"):
-        return str(image).lower().endswith(PICTURE_SUFFIXES)
-    return type(image).__module__.startswith("PIL.")
-
-
-def read_picture(picture):
-    """Read a PNG/JPEG/TIFF picture as RGB intensities in [0, 1].
-
-    Parameters
-    ----------
-    picture : str, path or `PIL.Image.Image`
-        The picture.  Grey-scale pictures give three equal channels; 16-bit
-        pictures are divided by 65535; an alpha channel multiplies the
-        colours (transparent = black).
-
-    Returns
-    -------
-    `numpy.ndarray`
-        ``(y, x, 3)`` float32, flipped so that row 0 is the bottom of the
-        picture (the FITS convention).
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    OSError
-        If Pillow cannot read it.
-    """
-    from PIL import Image
-
-    if isinstance(picture, (str, Path)) or hasattr(picture, "__fspath__"):
-        if not Path(picture).exists():
-            raise FileNotFoundError(f"no such picture: {str(picture)!r}")
-        try:
-            with Image.open(picture) as img:
-                img.load()
-                return read_picture(img)
-        except OSError as err:
-            raise OSError(f"cannot read {str(picture)!r} as a picture ({err})") from None
-    img = picture
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, np.float64) / 65535.0
-        rgb = np.repeat(arr[..., None], 3, axis=-1)
-    elif img.mode == "F":
-        arr = np.asarray(img, np.float64)
-        rgb = np.repeat(arr[..., None], 3, axis=-1)
-    else:
-        rgba = np.asarray(img.convert("RGBA"), np.float64) / 255.0
-        rgb = rgba[..., :3] * rgba[..., 3:4]
-    return np.clip(rgb[::-1], 0.0, 1.0).astype(np.float32)
-
-
-def _interp_weights(pos_out, pos_in):
-    """Weights (n_out, n_in) of linear interpolation in ``pos``, clamped at the ends."""
-    pos_in = np.asarray(pos_in, float)
-    order = np.argsort(pos_in)
-    q = pos_in[order]
-    w = np.zeros((len(pos_out), len(pos_in)))
-    for i, p in enumerate(np.asarray(pos_out, float)):
-        if p <= q[0]:
-            w[i, order[0]] = 1.0
-        elif p >= q[-1]:
-            w[i, order[-1]] = 1.0
-        else:
-            k = int(np.searchsorted(q, p, side="right")) - 1
-            f = (p - q[k]) / (q[k + 1] - q[k])
-            w[i, order[k]] = 1.0 - f
-            w[i, order[k + 1]] += f
-    return w
-
-
-def rgb_to_bands(rgb, bands, mapping="display"):
-    """Map RGB intensities onto photometric bands.
-
-    Parameters
-    ----------
-    rgb : array-like
-        ``(y, x, 3)`` intensities, channels in R, G, B order.
-    bands : str or sequence of str
-        The bands wanted (e.g. a model's ``"grz"``).
-    mapping : {"display", "wavelength"}
-        See the module docstring.
-
-    Returns
-    -------
-    `numpy.ndarray`
-        ``(band, y, x)`` float32 intensities.
-
-    Raises
-    ------
-    ValueError
-        For an unknown mapping or an array that is not ``(y, x, 3)``.
-    """
-    rgb = np.asarray(rgb, np.float64)
-    if rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise ValueError(f"rgb must have shape (y, x, 3), got {rgb.shape}")
-    names = parse_bands(bands)
-    lam = np.array([BAND_WAVELENGTHS[b].to_value(u.nm) for b in names])
-    if mapping == "display":
-        rank = np.argsort(np.argsort(lam))
-        pos = rank / (len(names) - 1) if len(names) > 1 else np.full(1, 0.5)
-        w = _interp_weights(pos, [1.0, 0.5, 0.0])            # R, G, B
-    elif mapping == "wavelength":
-        chans = [RGB_WAVELENGTHS[c].to_value(u.nm) for c in "RGB"]
-        w = _interp_weights(np.log(lam), np.log(chans))
-    else:
-        raise ValueError(f"mapping must be 'display' or 'wavelength', got {mapping!r}")
-    return np.einsum("bc,yxc->byx", w, rgb).astype(np.float32)
 
 
 def band_weights(from_bands, to_bands):
@@ -224,16 +107,17 @@ def band_weights(from_bands, to_bands):
         If every target band is further than a factor 1.3 in wavelength
         from every source band (no overlap: e.g. WISE W1, W2 onto grz).
     """
-    src, dst = parse_bands(from_bands), parse_bands(to_bands)
-    ls = np.log([BAND_WAVELENGTHS[b].to_value(u.nm) for b in src])
-    ld = np.log([BAND_WAVELENGTHS[b].to_value(u.nm) for b in dst])
+    src = tuple(f.name for f in parse_filters(from_bands))
+    dst = tuple(f.name for f in parse_filters(to_bands))
+    ls = np.log([effective_wavelength(f).to_value(u.nm) for f in src])
+    ld = np.log([effective_wavelength(f).to_value(u.nm) for f in dst])
     near = [b for b, lam in zip(dst, ld) if np.min(np.abs(ls - lam)) <= np.log(_MAX_BAND_RATIO)]
     if not near:
         raise ValueError(f"the image's bands {list(src)} do not overlap the model's bands "
                          f"{list(dst)}: every band of the model lies more than a factor "
                          f"{_MAX_BAND_RATIO} in wavelength from every band of the image; "
                          "give an image in (or near) the model's bands")
-    return _interp_weights(ld, ls)
+    return interpolation_weights(ld, ls)
 
 
 def _resize(planes, size):
@@ -270,59 +154,59 @@ def _prepare(model, image, bands, unit, hdu, mapping, flux_range):
             scaled = scaler.transform(lo + inten * (hi - lo))
         src = Path(image).name if isinstance(image, (str, Path)) else "picture"
         wcs = make_tan_wcs((size, size), scale, 0.0, 0.0)
-        return scaled.astype(np.float32), wcs, f"{src} ({mapping} RGB mapping)"
+        return scaled.astype(np.float32), wcs, f"{src} ({mapping} RGB mapping)", {}
 
     if flux_range is not None:
         raise ValueError("flux_range applies to pictures only; a FITS or astropy image is "
                          "used in its own calibrated units")
     ccd = read_image(image, bands=bands, unit=unit, hdu=hdu)
-    have = parse_bands(ccd.meta["BANDS"])
-    w = band_weights(have, model.bands_)
-    if not all(b in have for b in model.bands_):
-        desc = "; ".join(f"{t} <- " + " + ".join(f"{c:.2f} {s}" for c, s in zip(row, have) if c)
-                         for t, row in zip(model.bands_, w))
-        warnings.warn(f"the image has bands {list(have)}, the model {list(model.bands_)}: "
-                      f"bands mapped by wavelength ({desc})", AstroSBGMInputWarning)
-    data = np.einsum("tb,byx->tyx", w, np.asarray(ccd.data, np.float64)).astype(np.float32)
-    mask = None
-    if ccd.mask is not None:
-        mask = np.einsum("tb,byx->tyx", (w > 0).astype(float), ccd.mask.astype(float)) > 0
-    mapped = CCDData(data, unit=u.nanomaggy, wcs=ccd.wcs, mask=mask, meta=ccd.meta.copy())
-    mapped.meta["BANDS"] = ",".join(model.bands_)
+    have = tuple(f.name for f in filters_from_meta(ccd.meta))
+    want = tuple(f.name for f in parse_filters(list(model.bands_)))
+    cards = {}
+    if not all(f in have for f in want) and not set(have) <= set(LEGACY_SURVEY_FILTERS.values()):
+        # another survey's filters: colour terms per pixel (astro_sbgm.filter_mapping)
+        fm = filter_mapping(ccd.data, have, want, mask=ccd.mask,
+                            uncertainty=None if ccd.uncertainty is None
+                            else ccd.uncertainty.array)
+        warnings.warn(f"the image's filters {list(have)} are mapped onto the model's "
+                      f"{list(want)} with colour terms ({fm.describe()})",
+                      AstroSBGMInputWarning)
+        data = fm.apply(np.asarray(ccd.data, np.float64)).astype(np.float32)
+        mask = None if ccd.mask is None else np.asarray(ccd.mask, bool)[list(fm.plane)]
+        cards = fm.cards
+    else:
+        w = band_weights(have, want)
+        if not all(f in have for f in want):
+            desc = "; ".join(f"{t} <- " + " + ".join(f"{c:.2f} {s}" for c, s in zip(row, have)
+                                                      if c)
+                             for t, row in zip(model.bands_, w))
+            warnings.warn(f"the image has bands {list(parse_bands(ccd.meta['BANDS']))}, the "
+                          f"model {list(model.bands_)}: bands mapped by wavelength ({desc})",
+                          AstroSBGMInputWarning)
+        data = np.einsum("tb,byx->tyx", w, np.asarray(ccd.data, np.float64)).astype(np.float32)
+        mask = None
+        if ccd.mask is not None:
+            mask = np.einsum("tb,byx->tyx", (w > 0).astype(float), ccd.mask.astype(float)) > 0
+    mapped = make_image(data, model.bands_, wcs=ccd.wcs, mask=mask, meta=ccd.meta)
     grid = to_model_grid(mapped, size, scale)
     flux = np.asarray(grid.data, np.float32)
     wcs = grid.wcs if grid.wcs is not None else make_tan_wcs((size, size), scale, 0.0, 0.0)
-    return scaler.transform(flux), wcs, "image"
+    return scaler.transform(flux), wcs, "image", cards
 
 
 def _sdedit_times(model, strength, rule, steps=None, grid=None):
-    """The timesteps of an SDEdit run at ``strength`` (see `transfer`)."""
+    """The timesteps of an SDEdit run at ``strength`` (see `transfer`): every integer
+    timestep for ``ddpm``, else 20 points, from ``strength * T``."""
     T = model.schedule_.T
     t_start = min(round(strength * T, 6), T - 1.0)
-    if steps is None and rule.name == "ddpm":
-        return np.arange(math.floor(t_start), -1, -1, dtype=np.float64)
-    steps = 20 if steps is None else int(steps)
-    kind = grid or ("uniform" if rule.name == "ddpm" else "karras")
-    return make_grid(model.schedule_, steps, kind, t_start=t_start)
-
-
-def _sdedit(model, den, x0, times, rule, generators, progress=False):
-    """Noise a batch ``x0`` (n, band, y, x) in [-1, 1] to ``times[0]`` and reverse it.
-
-    One generator per image (noise of image ``i`` independent of the batch).  Returns
-    the clean batch (numpy float32, [-1, 1]) and the network evaluations per image.
-    """
-    a, s = (float(v) for v in model.schedule_.alpha_sigma(torch.tensor(float(times[0]))))
-    x0_t = torch.from_numpy(np.ascontiguousarray(x0, dtype=np.float32)).to(model.device_)
-    x = a * x0_t + s * randn_like(x0_t, generators)
-    out, nfe = reverse_process(den, x, times, rule, generator=generators, progress=progress)
-    return out.float().cpu().numpy(), nfe
+    return sampling_times(model.schedule_, rule, steps, grid, t_start=t_start)
 
 
 def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAMPLER,
              steps=None, grid=None, seed=None, weights="ema", batch_size=16, bands=None,
              unit=None, hdu=None, mapping="display", flux_range=None, reference=None,
-             n_neighbours=3, progress=False, return_draws=False, **options):
+             n_neighbours=3, progress=False, return_draws=False, conditions=None,
+             guidance_scale=1.0, **options):
     """Make an image look like the survey the model was trained on (SDEdit).
 
     Parameters
@@ -379,6 +263,14 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAM
         Show a progress bar.
     return_draws : bool
         Also return every draw (see Returns).
+    conditions : `~astropy.table.QTable`, `~astropy.table.Table` or dict, optional
+        For a conditional model: the catalogue properties the result should
+        have (one row or scalars, with units, as
+        `~astro_sbgm.GalaxyDiffusion.sample` takes them); the reverse
+        process runs with classifier-free guidance.  The cards ``GUIDANCE``
+        and ``CONDNj``/``CONDVj``/``CONDUj`` record the request.
+    guidance_scale : float
+        The guidance scale with ``conditions``.
     **options
         Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm).
 
@@ -412,7 +304,7 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAM
         the model's, a bad ``n_draws``, sampler, grid or ``flux_range``;
         plus everything `astro_sbgm.io.read_image` raises.
     """
-    model._check_fitted()
+    den = model.denoiser(weights)     # NotFittedError before anything else
     try:
         strength = float(strength)
     except (TypeError, ValueError):
@@ -422,48 +314,55 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAM
                          f"input is noised to; the paper used 0.6), got {strength}")
     n_draws = check_positive_int("n_draws", n_draws)
     batch_size = check_positive_int("batch_size", batch_size)
-    options = {**released_sampler_options(model, sampler), **options}
+    options = {**model.sampler_options(sampler), **options}
     rule = get_sampler(sampler, **options)
     times = _sdedit_times(model, strength, rule, steps, grid)
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    noise = PerSampleNoise(seed)     # draw k from its own stream, whatever the batching
+    seed = noise.seed
 
-    x0, wcs, source = _prepare(model, image, bands, unit, hdu, mapping, flux_range)
-    den = model._denoiser(weights)
-    outs, nfe = [], 0
-    for lo in range(0, n_draws, batch_size):
-        m = min(batch_size, n_draws - lo)
-        out, nfe = _sdedit(model, den, np.repeat(x0[None], m, axis=0), times, rule,
-                           _sample_generators(seed, lo, m), progress)
-        outs.append(out)
-    flux = model.scaler_.inverse_transform(np.concatenate(outs)).astype(np.float64)
+    x0, wcs, source, map_cards = _prepare(model, image, bands, unit, hdu, mapping, flux_range)
+    # the input noised to times[0] by the forward process, then the reverse process
+    wrap = requested = None
+    if conditions is not None:   # one row of conditions for every draw
+        requested, cond = model.read_conditions(conditions, 1)
+
+        def wrap(den, batch):
+            rows = np.repeat(cond, len(batch.generators), axis=0)
+            return ClassifierFreeGuidance(den, rows, guidance_scale)
+    elif guidance_scale != 1.0:
+        raise ValueError("guidance_scale applies with conditions= (a conditional model)")
+    out, nfe = generate(den, np.repeat(x0[None], n_draws, axis=0), times, rule, noise,
+                        batch_size, progress=progress, wrap=wrap)
+    flux = model.scaler_.inverse_transform(out.numpy()).astype(np.float64)
     mean = flux.mean(axis=0).astype(np.float32)
     unc = None
     if n_draws > 1:
         unc = StdDevUncertainty(flux.std(axis=0, ddof=1).astype(np.float32))
 
-    result = CCDData(mean, unit=u.nanomaggy, wcs=wcs, uncertainty=unc, meta=fits.Header())
-    meta = result.meta
-    meta["BANDS"] = ",".join(model.bands_)
-    for i, b in enumerate(model.bands_):
-        meta[f"BAND{i}"] = b
-    meta["BUNIT"] = "nanomaggy"
-    meta["ORIGIN"] = f"astro_sbgm {__version__}"
-    meta["SIMULATD"] = (True, "generated by a diffusion model")
-    meta["TRANSFER"] = ("SDEdit", "domain transfer method")
-    meta["STRENGTH"] = (strength, "input noised to t = STRENGTH * T")
-    meta["TSTART"] = (float(times[0]), "first timestep of the reverse process")
-    meta["SAMPLER"] = rule.name
+    cards = {"TRANSFER": ("SDEdit", "domain transfer method"),
+             "STRENGTH": (strength, "input noised to t = STRENGTH * T"),
+             "TSTART": (float(times[0]), "first timestep of the reverse process"),
+             "SAMPLER": rule.name}
     if getattr(rule, "variance", None) is not None:
-        meta["DDPMVAR"] = (rule.variance, "ddpm step variance: beta or posterior")
-    meta["NSTEPS"] = (len(times), "grid points")
-    meta["NFE"] = (int(nfe), "network evaluations per draw")
-    meta["NDRAWS"] = (n_draws, "draws; the data hold their mean")
-    meta["DRAWMEAN"] = (n_draws > 1, "data: mean of NDRAWS draws, not a galaxy")
-    meta["SEED"] = int(seed)
-    meta["WEIGHTS"] = (weights, "ema = weight average, model = raw")
-    meta["SOURCE"] = source[:68]
-    meta["TRSTEPS"] = (int(getattr(model, "n_steps_", 0)), "training steps of the model")
+        cards["DDPMVAR"] = (rule.variance, "ddpm step variance: beta or posterior")
+    cards.update({"NSTEPS": (len(times), "grid points"),
+                  "NFE": (int(nfe), "network evaluations per draw"),
+                  "NDRAWS": (n_draws, "draws; the data hold their mean"),
+                  "DRAWMEAN": (n_draws > 1, "data: mean of NDRAWS draws, not a galaxy"),
+                  "SEED": int(seed),
+                  "WEIGHTS": (weights, "ema = weight average, model = raw"),
+                  "SOURCE": source[:68]})
+    if requested is not None:
+        cards["GUIDANCE"] = (float(guidance_scale), "classifier-free guidance scale")
+        for j, (name, unit) in enumerate(zip(model.conditions_.names, model.conditions_.units)):
+            cards[f"CONDN{j}"] = (name, "requested property (measure_galaxies column)")
+            if np.isfinite(requested[0, j]):
+                cards[f"CONDV{j}"] = (float(requested[0, j]), f"requested {name}")
+            cards[f"CONDU{j}"] = (unit, f"unit of CONDV{j}")
+    cards.update(map_cards)
+    result = make_image(mean, model.bands_, wcs=wcs, uncertainty=unc,
+                        cards=provenance_cards(True, getattr(model, "n_steps_", 0), **cards))
+    meta = result.meta
     if reference is not None:
         from .metrics.neighbours import nearest_neighbours
 
@@ -478,7 +377,7 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAM
         return result
     draws = []
     for k, f in enumerate(flux):
-        draw = CCDData(f.astype(np.float32), unit=u.nanomaggy, wcs=wcs, meta=meta.copy())
+        draw = make_image(f.astype(np.float32), model.bands_, wcs=wcs, meta=meta)
         for key in [key for key in draw.meta if key.startswith(("NNIDX", "NNDIST"))]:
             del draw.meta[key]
         draw.meta["DRAWMEAN"] = (False, "one draw: a sample")

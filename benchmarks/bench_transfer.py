@@ -55,10 +55,18 @@ from astropy.table import QTable
 from astro_sbgm import GalaxyDiffusion
 from astro_sbgm.datasets import make_mock_legacy_survey
 from astro_sbgm.diffusion import get_sampler
-from astro_sbgm.estimator import _sample_generators
+from astro_sbgm.diffusion.engine import generate
+from astro_sbgm.diffusion.noise import PerSampleNoise
 from astro_sbgm.io import make_tan_wcs
 from astro_sbgm.metrics import measure_galaxies, synthetic_galaxy_distance
-from astro_sbgm.transfer import _prepare, _sdedit, _sdedit_times
+from astro_sbgm.transfer import _prepare, _sdedit_times
+
+
+class _SeedPerImage(PerSampleNoise):
+    """Image ``i`` draws from the first stream of seed ``seed + i`` (this benchmark's layout)."""
+
+    def generators(self, lo, n):
+        return [PerSampleNoise(self.seed + i).generators(0, 1)[0] for i in range(lo, lo + n)]
 
 #: g - r and r - z colours (mag) of the cartoons' bulges and disks.
 _COLOURS = {"bulge": (0.9, 0.55), "disk": (0.45, 0.3)}
@@ -169,19 +177,15 @@ def run(args):
 
     rows = [dict(sampler="inputs", strength=0.0, nfe=0, sgd=start[0], sgd_std=start[1],
                  n_used=start[2], rms=0.0, dmag_r=0.0, seconds=0.0)]
-    den = model._denoiser(args.weights)
+    den = model.denoiser(args.weights)
     for name in args.samplers.split(","):
         for strength in [float(s) for s in args.strengths.split(",")]:
             rule = get_sampler(name)
             times = _sdedit_times(model, strength, rule, None if name == "ddpm" else args.steps)
             t0 = time.perf_counter()
-            outs, nfe = [], 0
-            for lo in range(0, args.n, args.batch_size):
-                hi = min(lo + args.batch_size, args.n)
-                gens = [_sample_generators(args.seed + i, 0, 1)[0] for i in range(lo, hi)]
-                out, nfe = _sdedit(model, den, x0[lo:hi], times, rule, gens)
-                outs.append(out)
-            scaled = np.concatenate(outs)
+            out, nfe = generate(den, x0, times, rule, _SeedPerImage(args.seed),
+                                args.batch_size)
+            scaled = out.numpy()
             seconds = time.perf_counter() - t0
             flux = scaler.inverse_transform(scaled)
             cat = measure_galaxies(flux, bands=bands)

@@ -20,7 +20,7 @@ import pytest
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
-from astro_sbgm import GalaxyDiffusion
+from astro_sbgm import GalaxyDiffusion, _serialization
 from astro_sbgm.datasets import make_trivial_dataset
 from astro_sbgm.training import (AstroSBGMCheckpointWarning, TrainingInterrupted,
                                  latest_checkpoint, verify_checkpoint)
@@ -561,12 +561,10 @@ def _hidden_temporaries(folder):
 
 @pytest.mark.parametrize("where", ["tensors", "record"])
 def test_failed_checkpoint_write_keeps_the_earlier_checkpoints(ckdir, monkeypatch, where):
-    from astro_sbgm import training
-
     model = GalaxyDiffusion(**TINY)
     before = _snapshot(ckdir)
     if where == "tensors":
-        monkeypatch.setattr(training, "save_file", _disk_full(_partial_safetensors))
+        monkeypatch.setattr(_serialization, "save_file", _disk_full(_partial_safetensors))
     else:
         monkeypatch.setattr(Path, "write_text", _disk_full(_partial_text))
     with pytest.raises(OSError, match="No space left"):
@@ -584,13 +582,11 @@ def test_failed_checkpoint_write_keeps_the_earlier_checkpoints(ckdir, monkeypatc
 
 @pytest.mark.parametrize("where", ["weights", "config"])
 def test_failed_model_save_keeps_the_saved_model(model_dir, monkeypatch, where):
-    from astro_sbgm import estimator
-
     model = GalaxyDiffusion.load(model_dir, device="cpu")
     model.n_steps_ = 99                                   # a different model to save
     before = _snapshot(model_dir)
     if where == "weights":
-        monkeypatch.setattr(estimator, "save_file", _disk_full(_partial_safetensors))
+        monkeypatch.setattr(_serialization, "save_file", _disk_full(_partial_safetensors))
     else:
         monkeypatch.setattr(Path, "write_text", _disk_full(_partial_text))
     with pytest.raises(OSError, match="No space left"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from astro_sbgm import GalaxyDiffusion, training
+from astro_sbgm import GalaxyDiffusion, _serialization, training
 from astro_sbgm.datasets import make_trivial_dataset
 from astro_sbgm.diffusion import Denoiser, DiffusionSchedule
 from astro_sbgm.training import (CHECKPOINT_MARKER, EMA, Trainer, augment,
@@ -242,7 +242,7 @@ def test_interrupted_checkpoint_is_ignored(tmp_path, monkeypatch):
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(training, "save_file", half_write)
+    monkeypatch.setattr(_serialization, "save_file", half_write)
     with pytest.raises(OSError, match="disk full"):
         tr.run(6, checkpoint_dir=ckdir, checkpoint_every=2, progress=False)
     assert _tmp_files(ckdir) == []

@@ -39,11 +39,12 @@ the ODE's estimator noise and discretisation.  Bits per dimension are
 density of continuous values, they can be negative.
 """
 
-import copy
 import math
 
 import numpy as np
 import torch
+
+from .engine import with_clipping
 
 __all__ = ["elbo_log_likelihood", "ode_log_likelihood", "ODE_SOLVERS"]
 
@@ -53,11 +54,7 @@ ODE_SOLVERS = ("heun", "rk45")
 
 def _no_clip(denoiser):
     """The same denoiser with the x0 clipping off (the model's own score)."""
-    if not denoiser.clip_x0:
-        return denoiser
-    out = copy.copy(denoiser)
-    out.clip_x0 = False
-    return out
+    return with_clipping(denoiser, False)
 
 
 def _ends(schedule):
