@@ -133,6 +133,12 @@ def build_parser():
     t.add_argument("--input-bands", dest="input_bands", metavar="BANDS", default=None,
                    help="band names of the input files, in order, for files that do not "
                    "record them (BANDS or BANDn cards)")
+    t.add_argument("--conditions", metavar="COLUMNS", default=None,
+                   help="train a conditional model on these measure_galaxies columns, "
+                   "measured on the training images (e.g. mag_r,r_half,g_r,r_z); draw "
+                   "to order with 'astro-sbgm sample --like CATALOGUE'")
+    t.add_argument("--condition-dropout", type=float, default=None, metavar="P",
+                   help="fraction of conditions dropped in training (default 0.15)")
     add_progress(t)
     _add_model_options(t)
     t.set_defaults(func=_cmd_train)
@@ -157,6 +163,13 @@ def build_parser():
                    help="bf16: network under bfloat16 autocast on CUDA (default fp32)")
     s.add_argument("--overwrite", action="store_true",
                    help="draw every galaxy again, replacing files of an earlier run")
+    s.add_argument("--like", metavar="CATALOGUE", default=None,
+                   help="draw one galaxy per row of this catalogue (.ecsv, .fits; e.g. "
+                   "from 'astro-sbgm measure'), with the properties of a conditional "
+                   "model's conditions; replaces --n")
+    s.add_argument("--guidance", type=float, default=1.0, metavar="S",
+                   help="classifier-free guidance scale with --like (1: conditional, "
+                   "0: unconditional; default 1)")
     add_progress(s)
     _add_sample_options(s)
     s.set_defaults(func=_cmd_sample)
@@ -421,6 +434,10 @@ def _model_params(args):
     base = dict(PRESETS[args.preset]) if args.preset else {}
     params = {**MODEL_DEFAULTS, **base, **given}
     params.update(bands=args.bands, seed=args.seed, device=args.device)
+    if getattr(args, "conditions", None):
+        params["conditions"] = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    if getattr(args, "condition_dropout", None) is not None:
+        params["condition_dropout"] = args.condition_dropout
     return params
 
 
@@ -492,7 +509,7 @@ def _model_digest(model):
 def _prepare_sample_output(out, n, settings, overwrite):
     """Rank 0: check or create the output folder; the indices still to draw."""
     from ._version import __version__
-    from .training import atomic_write_text
+    from ._serialization import atomic_write_text
 
     out = Path(out)
     manifest = out / SAMPLE_MANIFEST
@@ -571,11 +588,28 @@ def _cmd_sample(args):
     est = load_model(args, device=str(dist.local_device(args.device)))
     model_dir = pretrained.path(args.pretrained) if args.pretrained else args.model
     dist.init_distributed(est.device_)
+    like = None
+    if args.like is not None:
+        from astropy.table import QTable
+
+        like = QTable.read(args.like)
+        if getattr(est, "conditions_", None) is None:
+            raise ValueError("--like needs a conditional model (astro-sbgm train "
+                             "--conditions ...); this one was trained without conditions")
+        missing = [c for c in est.conditions_.names if c not in like.colnames]
+        if missing:
+            raise ValueError(f"{args.like} lacks column(s) {missing}; the model is "
+                             f"conditioned on {list(est.conditions_.names)}")
+        args.n = len(like)
+    elif args.guidance != 1.0:
+        raise ValueError("--guidance applies to draws to order: give --like CATALOGUE")
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     steps = est.default_steps(args.sampler) if args.steps is None else args.steps
     settings = {"seed": args.seed, "sampler": args.sampler, "steps": int(steps),
                 "weights": args.weights, "precision": args.precision}
+    if like is not None:
+        settings.update(like=str(args.like), guidance=float(args.guidance))
     out = Path(args.output)
 
     def prepare():
@@ -589,9 +623,14 @@ def _cmd_sample(args):
                dynamic_ncols=True)
     try:
         for first, count in _contiguous_runs(mine, max(1, args.batch_size)):
-            fakes = est.sample(count, sampler=args.sampler, steps=steps, seed=args.seed,
-                               batch_size=args.batch_size, weights=args.weights,
-                               progress=False, start=first, precision=args.precision)
+            kw = dict(sampler=args.sampler, steps=steps, seed=args.seed,
+                      batch_size=args.batch_size, weights=args.weights, progress=False,
+                      start=first, precision=args.precision)
+            if like is None:
+                fakes = est.sample(count, **kw)
+            else:   # rows first .. first + count - 1 of the catalogue
+                fakes = est.sample_like(like[first:first + count],
+                                        guidance_scale=args.guidance, **kw)
             for img in fakes:
                 write_image(img, out / _sample_name(int(img.meta["SAMPLEID"])), overwrite=True)
             bar.update(count)
