@@ -366,7 +366,8 @@ def released_sampler_options(model, sampler):
     The code released with Smith, Geach et al. (2022) draws its ancestral steps with the
     posterior variance, ``exp(posterior_log_variance_clipped[t])`` (beta-tilde), where the
     paper's eq. 12 and this package's ``"ddpm"`` sampler use ``sigma_t^2 = beta_t``. For a
-    model made by `~astro_sbgm.GalaxyDiffusion.from_astroddpm` (recognised by its ``extra_['astroddpm']``
+    model made by `~astro_sbgm.GalaxyDiffusion.from_astroddpm` (recognised by its
+    ``extra_['astroddpm']``
     record, which is saved and loaded with the model) and the ``"ddpm"`` sampler this
     returns ``{"variance": "posterior"}`` (or the variance the record names under
     ``"ddpm_variance"``); for any other model or sampler an empty dict. Options the caller
@@ -395,7 +396,8 @@ def astroddpm_parts(path, weights="ema", image_size=None):
     """The parts of a `GalaxyDiffusion` from a checkpoint released with Smith, Geach et al. (2022).
 
     `~astro_sbgm.GalaxyDiffusion.from_astroddpm` assembles them (with
-    ``GalaxyDiffusion._from_parts``) into a fitted `~astro_sbgm.GalaxyDiffusion`: it samples, inpaints, transfers
+    ``GalaxyDiffusion._from_parts``) into a fitted `~astro_sbgm.GalaxyDiffusion`: it samples,
+    inpaints, transfers
     and saves (safetensors + JSON, `~astro_sbgm.GalaxyDiffusion.save`) like a model trained
     with this package. Its settings are those of the released code:
 
@@ -438,7 +440,8 @@ def astroddpm_parts(path, weights="ema", image_size=None):
     dict
         ``params`` (the constructor's arguments), ``net`` (raw, eval mode),
         ``ema_net``, ``scaler``, ``schedule``, ``n_steps`` and ``extra``, for
-        ``GalaxyDiffusion._from_parts``.  The model it makes is fitted: ``net_``, ``ema_net_`` (eval mode), ``scaler_``, ``schedule_``, ``device_``,
+        ``GalaxyDiffusion._from_parts``.  The model it makes is fitted: ``net_``,
+        ``ema_net_`` (eval mode), ``scaler_``, ``schedule_``, ``device_``,
         ``bands_``, ``n_steps_`` (the training step stored in the file, 0 if none) and
         ``extra_['astroddpm']``, a record of the source file (absolute path, SHA-256), its
         step, the DOI, which weights went where and the variance of the released ancestral
