@@ -22,10 +22,11 @@ used to list and describe models without torch doing any work.
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ._serialization import EMA_PREFIX, atomic_write
 
 __all__ = ["available", "info", "path", "export", "PRETRAINED_DIR", "DEFAULT_MODEL"]
 
@@ -149,7 +150,7 @@ def export(model_dir, name, card, destination=None, overwrite=False):
     config = json.loads(cfg_path.read_text())
     tensors = load_file(str(w_path))
     ema = {k: (v.astype(np.float16) if v.dtype == np.float32 else v)
-           for k, v in tensors.items() if k.startswith("ema.")}
+           for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
     if not ema:
         raise ValueError(f"{str(w_path)!r} holds no weight average ('ema.' tensors)")
     config["weights"] = "ema-float16"
@@ -164,11 +165,5 @@ def export(model_dir, name, card, destination=None, overwrite=False):
                                                                      "weights": "ema-float16"})),
                          ("config.json", lambda p: p.write_text(json.dumps(config, indent=1))),
                          (_CARD, lambda p: p.write_text(json.dumps(card, indent=1)))):
-        tmp = out / f".{fname}.tmp{os.getpid()}"
-        try:
-            write(tmp)
-            os.replace(tmp, out / fname)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write(out / fname, write)
     return out
