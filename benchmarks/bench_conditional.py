@@ -123,6 +123,30 @@ def _figure(path, requested, measured, names, scales):
     plt.close(fig)
 
 
+def _rst(results, names):
+    """The results as an RST table (bias / RMS per property, per guidance scale)."""
+    def cell(e, name):
+        if name == "r_half":
+            return f"{100 * e['bias']:+.1f} / {100 * e['rms']:.1f} %"
+        return f"{e['bias']:+.3f} / {e['rms']:.3f}"
+
+    head = ["guidance s", "NFE"] + [f"{n} bias / RMS" for n in names] + ["SGD vs catalogue"]
+    rows = [["floor (same galaxy, fresh sky)", "-"]
+            + [cell(results["floor"][n], n) for n in names] + ["-"]]
+    for s, r in results["guidance"].items():
+        sgd = r["sgd_vs_catalogue"]
+        rows.append([s + (" (unconditional)" if float(s) == 0 else ""), str(r["nfe"])]
+                    + [cell(r["errors"][n], n) for n in names]
+                    + [f"{sgd['total']:.3f} +- {sgd['bootstrap_std']:.3f}"])
+    b = results["bundled_unconditional_sgd"]
+    rows.append(["bundled model, unconditional", "-"] + ["-"] * len(names)
+                + [f"{b['total']:.3f} +- {b['bootstrap_std']:.3f}"])
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    line = " ".join("=" * w for w in widths)
+    fmt = lambda r: " ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line, fmt(head), line] + [fmt(r) for r in rows] + [line, ""])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="run folder (checkpoints, model, results)")
@@ -138,6 +162,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--figure", default=None)
+    p.add_argument("--rst", default=None, help="write the results table (RST) here")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="only make and measure the training set (cached in OUT)")
     p.add_argument("--tiny", action="store_true", help="smoke test")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -169,6 +196,9 @@ def main(argv=None):
             np.savez(cache, x=x)
             table.write(out / f"train_{args.n_train}.ecsv", overwrite=True)
         results["data_seconds"] = round(time.time() - t0, 1)
+        if args.prepare_only:
+            print(f"training set of {len(x)} cached in {out} ({results['data_seconds']} s)")
+            return
         model = GalaxyDiffusion.pretrained(device="cpu")
         model.set_params(conditions=names, condition_dropout=args.dropout,
                          lr_warmup=args.lr_warmup)
@@ -219,9 +249,15 @@ def main(argv=None):
     results["bundled_seconds"] = round(time.time() - t0, 1)
     print("bundled", json.dumps(results["bundled_unconditional_sgd"]))
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    best = min((s for s in per_scale if s != 0),
+               key=lambda s: per_scale[s]["errors"][names[0]]["rms"], default=None)
+    results["best_guidance"] = best
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     if args.figure:
-        _figure(args.figure, requested_ok, measured, names, [s for s in (0.0, 1.0, 2.0, 4.0)
-                                                             if s in measured][:3])
+        shown = [s for s in (0.0, 1.0, best) if s in measured]
+        _figure(args.figure, requested_ok, measured, names, list(dict.fromkeys(shown)))
+    if args.rst:
+        Path(args.rst).write_text(_rst(results, names))
     print(json.dumps(results, indent=1))
 
 
