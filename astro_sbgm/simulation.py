@@ -43,7 +43,7 @@ from astropy.wcs import WCS
 
 from ._validation import check_positions
 from .bands import parse_bands
-from .io import _celestial, image_bands, read_image, read_images
+from .io import celestial_wcs, image_bands, read_image, read_images
 
 __all__ = ["inject", "cutouts", "to_galsim", "GRID_TOLERANCE"]
 
@@ -97,7 +97,7 @@ def _local_tan_wcs(wcs, shape, position):
 
 
 def _galaxy_wcs(galaxy, index):
-    wcs = _celestial(galaxy.wcs)
+    wcs = celestial_wcs(galaxy.wcs)
     if wcs is None:
         raise ValueError(f"galaxy {index} has no celestial WCS, so its pixel scale and "
                          "orientation are unknown; attach one, e.g. astro_sbgm.io.make_tan_wcs"
@@ -260,7 +260,7 @@ def inject(galaxies, image, positions=None, *, bands=None, background=None, bord
     data = np.asarray(image.data)
     if data.ndim not in (2, 3):
         raise ValueError(f"image must be 2-D (y, x) or 3-D (band, y, x), got shape {data.shape}")
-    frame_wcs = _celestial(image.wcs)
+    frame_wcs = celestial_wcs(image.wcs)
     if frame_wcs is None:
         raise ValueError("the image has no celestial WCS, so sky positions cannot be placed on "
                          "it; attach one (image.wcs = WCS(header))")
@@ -462,7 +462,7 @@ def cutouts(image, positions, size):
     size = int(size)
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
-    wcs = _celestial(image.wcs)
+    wcs = celestial_wcs(image.wcs)
     if wcs is None:
         raise ValueError("the image has no celestial WCS; attach one to cut stamps at sky "
                          "positions")

@@ -46,8 +46,8 @@ from astropy.table import QTable, Table
 
 from .bands import parse_bands
 from .exceptions import AstroSBGMInputWarning
-from .io import (_celestial, _copy_meta, _parse_unit, _set_band_cards, _wcs_from_header,
-                 as_nanomaggy, read_images, read_mask, write_image)
+from .io import (as_nanomaggy, celestial_wcs, header_cards, make_image, parse_unit,
+                 read_images, read_mask, wcs_from_header, write_image)
 
 __all__ = ["LEGACY_SURVEY_MASKBITS", "LEGACY_SURVEY_WISEMASK", "DEFAULT_BRICK_MASKBITS",
            "CutoutFlag", "read_legacy_brick", "make_cutouts", "legacy_survey_cutout_url"]
@@ -222,7 +222,7 @@ def read_legacy_brick(path, brick=None, bands="grz", mask_bits=DEFAULT_BRICK_MAS
         data, header = _read_plane(files["image"][band], f"{band}-band image")
         ivar, _ = _read_plane(files["invvar"][band], f"{band}-band inverse variance")
         if shape is None:
-            shape, wcs = data.shape, _wcs_from_header(header)
+            shape, wcs = data.shape, wcs_from_header(header)
             if wcs is None:
                 raise ValueError(f"the {band}-band image {str(files['image'][band])!r} has no "
                                  "celestial WCS")
@@ -231,14 +231,14 @@ def read_legacy_brick(path, brick=None, bands="grz", mask_bits=DEFAULT_BRICK_MAS
                 raise ValueError(f"the {band}-band {what} of brick {brick} is {arr.shape} "
                                  f"but the {names[0]}-band image is {shape}; the files are "
                                  "not of one brick")
-        other = _wcs_from_header(header)
+        other = wcs_from_header(header)
         if other is None or not np.allclose(other.wcs.crval, wcs.wcs.crval, atol=1e-7) \
                 or not np.allclose(other.wcs.crpix, wcs.wcs.crpix, atol=1e-3):
             raise ValueError(f"the {band}-band image of brick {brick} is not on the WCS of the "
                              f"{names[0]}-band image; the files are not of one brick")
         bunit = str(header.get("BUNIT", "")).strip()
         # the coadds are documented in nanomaggies per pixel; a BUNIT, when there, must agree
-        planes.append(as_nanomaggy(data, _parse_unit(bunit) if bunit else u.nanomaggy))
+        planes.append(as_nanomaggy(data, parse_unit(bunit) if bunit else u.nanomaggy))
         if np.any(ivar < 0):
             raise ValueError(f"the {band}-band inverse variance of brick {brick} has "
                              "negative values; the file is damaged")
@@ -258,18 +258,14 @@ def read_legacy_brick(path, brick=None, bands="grz", mask_bits=DEFAULT_BRICK_MAS
         if len(mask_bits):
             mask |= read_mask(maskbits, bits=list(mask_bits), bands=names)
     data = np.where(np.isfinite(data), data, np.float32(0)).astype(np.float32)
-    meta = _copy_meta(headers[0])
+    meta = header_cards(headers[0])
     for key in ("BAND", "FILTER"):
         meta.pop(key, None)
-    out = CCDData(data, unit=u.nanomaggy, wcs=_celestial(wcs), mask=mask,
-                  uncertainty=StdDevUncertainty(sigma),
-                  flags=np.broadcast_to(maskbits, data.shape), meta=meta)
-    _set_band_cards(out.meta, names)
-    out.meta["BUNIT"] = "nanomaggy"
-    out.meta["BRICKNAM"] = brick
-    out.meta["MASKSEL"] = ("none" if mask_bits is None
-                           else ",".join(str(b) for b in mask_bits) or "none")
-    return out
+    masksel = "none" if mask_bits is None else ",".join(str(b) for b in mask_bits) or "none"
+    return make_image(data, names, wcs=celestial_wcs(wcs), mask=mask,
+                      uncertainty=StdDevUncertainty(sigma),
+                      flags=np.broadcast_to(maskbits, data.shape), meta=meta,
+                      cards={"BRICKNAM": brick, "MASKSEL": masksel})
 
 
 # --------------------------------------------------------------------------- cutouts
@@ -442,7 +438,7 @@ def make_cutouts(catalogue, images, size=64, *, ra=None, dec=None, id_column=Non
         ``ra``, ``dec`` [deg], ``image`` (index of the image used, -1 for
         none), ``x_image``, ``y_image`` [pix] (position in that image),
         ``x_cutout``, ``y_cutout`` [pix] (position in the cutout, 0-based;
-        give them to `astro_sbgm.metrics.measure_galaxies` as ``centre=``
+        give them to `astro_sbgm.metrics.measure_galaxies` as ``center=``
         to measure on the source), ``masked_fraction`` (of all the cutout's
         pixels and bands), ``maskbits`` (raw mask bits OR-ed within
         ``centre_radius``), ``flags`` (`CutoutFlag`), ``cutout`` (position

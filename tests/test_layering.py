@@ -23,13 +23,6 @@ KNOWN_PRIVATE_READS = {
     # bands: the SED mock's private helpers (issue 18's modules)
     ("astro_sbgm.datasets._sed_mock", "astro_sbgm.bands", "_band_ratio"),
     ("astro_sbgm.datasets._sed_mock", "astro_sbgm.bands", "_template_sampled"),
-    # io's WCS/header helpers, used by simulation and surveys (issue 15 items 3-4: io)
-    ("astro_sbgm.simulation", "astro_sbgm.io", "_celestial"),
-    ("astro_sbgm.surveys", "astro_sbgm.io", "_celestial"),
-    ("astro_sbgm.surveys", "astro_sbgm.io", "_copy_meta"),
-    ("astro_sbgm.surveys", "astro_sbgm.io", "_parse_unit"),
-    ("astro_sbgm.surveys", "astro_sbgm.io", "_set_band_cards"),
-    ("astro_sbgm.surveys", "astro_sbgm.io", "_wcs_from_header"),
     # streaming training reuses io's path expansion and the scaler's statistics (issue 20)
     ("astro_sbgm.training_data", "astro_sbgm.io", "_expand_paths"),
     ("astro_sbgm.training_data", "astro_sbgm.preprocessing", "_evenly_spaced"),
