@@ -29,6 +29,7 @@ from ._cli_common import (add_count, add_deprecated, add_input_bands, add_model_
                           add_progress, add_sampler_options, add_seed, expand_inputs,
                           load_model, numbered_name)
 from ._cli_inpaint import add_inpaint_parser, add_transfer_parser
+from ._serialization import atomic_write, atomic_write_text
 from .estimator import PRESETS, QUICKSTART
 
 __all__ = ["main", "build_parser", "QUICKSTART", "in_cli_words", "KEYWORD_FLAGS",
@@ -408,13 +409,7 @@ def _cmd_score(args):
                                n_levels=args.levels, steps=args.ode_steps,
                                n_probes=args.probes, seed=args.seed, progress=not args.quiet)
     table.add_column([os.path.basename(f) for f in files], name="file", index=0)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(out, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
     print(f"scored {len(table)} image(s) -> {out} ({args.method}; highest anomaly score: "
           f"{table['file'][int(np.argmax(table['anomaly_score']))]})")
     return 0
@@ -509,7 +504,6 @@ def _model_digest(model):
 def _prepare_sample_output(out, n, settings, overwrite):
     """Rank 0: check or create the output folder; the indices still to draw."""
     from ._version import __version__
-    from ._serialization import atomic_write_text
 
     out = Path(out)
     manifest = out / SAMPLE_MANIFEST
@@ -569,13 +563,8 @@ def _write_sample_index(out, n, settings):
         header = fits.getheader(out / _sample_name(present[0]))
         table.meta["nfe"] = int(header.get("NFE", -1))
         table.meta["steps"] = int(header.get("NSTEPS", -1))
-    tmp = out / f".{SAMPLE_INDEX}.tmp{os.getpid()}"
-    try:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, out / SAMPLE_INDEX)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(out / SAMPLE_INDEX,
+                 lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
     return table
 
 
