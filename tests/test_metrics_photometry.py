@@ -63,7 +63,7 @@ def test_batch_fluxes_equal_photutils_per_image():
 
 def test_centroid_fluxes_equal_photutils_per_image():
     data = galaxy_batch(4, seed=3)
-    cat = measure_galaxies(data, bands="grz", centre="centroid", aperture_diameter=9)
+    cat = measure_galaxies(data, bands="grz", center="centroid", aperture_diameter=9)
     xc = cat["x_centre"].value
     assert not np.allclose(xc, (data.shape[-1] - 1) / 2)  # the centroids moved
     for i in range(data.shape[0]):
@@ -330,10 +330,10 @@ def test_ab_magnitude():
     (dict(bands="gr"), "bands"),
     (dict(bands="grz", aperture_diameter=40), "does not fit"),
     (dict(bands="grz", aperture_diameter=-1), "positive"),
-    (dict(bands="grz", centre="middle"), "centre must be"),
+    (dict(bands="grz", center="middle"), "center must be"),
     (dict(bands="grz", hlr_band="i"), "hlr_band"),
     (dict(bands="grz", background="annulus"), "background must be"),
-    (dict(bands="grz", centroid_method="fit", centre="centroid"), "centroid_method"),
+    (dict(bands="grz", centroid_method="fit", center="centroid"), "centroid_method"),
 ])
 def test_bad_input_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -349,3 +349,19 @@ def test_two_bands_and_mismatched_band_lists():
     b = CCDData(np.stack([image] * 3), unit=u.nanomaggy, meta={"BANDS": "g,r,i"})
     with pytest.raises(ValueError, match="bands"):
         measure_galaxies([a, b])
+
+
+def test_old_spelling_centre_works_and_warns():
+    from astro_sbgm.datasets import make_mock_legacy_survey
+    from astro_sbgm.exceptions import AstroSBGMDeprecationWarning
+
+    data = make_mock_legacy_survey(3, size=32, seed=5)
+    new = measure_galaxies(data, center="centroid")
+    with pytest.warns(AstroSBGMDeprecationWarning, match="centre.*center"):
+        old = measure_galaxies(data, centre="centroid")
+    np.testing.assert_array_equal(np.asarray(new["x_centre"]), np.asarray(old["x_centre"]))
+    np.testing.assert_array_equal(np.asarray(new["mag_r"]), np.asarray(old["mag_r"]))
+    # the old value 'centre' is the default 'center'
+    same = measure_galaxies(data, center="centre")
+    np.testing.assert_array_equal(np.asarray(same["mag_r"]),
+                                  np.asarray(measure_galaxies(data)["mag_r"]))

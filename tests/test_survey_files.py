@@ -743,7 +743,7 @@ def test_cli_inpaint_mask_bits(model, blob, tmp_path, capsys):
 def test_measure_galaxies_reports_the_sky_centroid(brick):
     cutouts, index = make_cutouts(catalogue()[:3], brick, size=64)
     centres = np.column_stack([index["x_cutout"].value, index["y_cutout"].value])
-    cat = measure_galaxies(cutouts, centre=centres)
+    cat = measure_galaxies(cutouts, center=centres)
     sky = cat["sky_centroid"]
     assert isinstance(sky, SkyCoord) and cat.colnames[:3] == ["x_centre", "y_centre",
                                                               "sky_centroid"]
@@ -756,13 +756,13 @@ def test_measure_galaxies_reports_the_sky_centroid(brick):
     # the other columns are those of the same images without a WCS
     bare = [CCDData(c.data, unit=c.unit, mask=c.mask, uncertainty=c.uncertainty, meta=c.meta)
             for c in cutouts]
-    plain = measure_galaxies(bare, centre=centres, pixel_scale=SCALE * 3600)
+    plain = measure_galaxies(bare, center=centres, pixel_scale=SCALE * 3600)
     assert "sky_centroid" not in plain.colnames
     assert [c for c in cat.colnames if c != "sky_centroid"] == plain.colnames
     for col in plain.colnames:
         np.testing.assert_allclose(val(cat[col]), val(plain[col]), rtol=1e-12, atol=0)
     # a centroid is reported where it was measured; a galactic WCS lands in the first frame
-    moved = measure_galaxies(cutouts[:1], centre="centroid")
+    moved = measure_galaxies(cutouts[:1], center="centroid")
     assert cutouts[0].wcs.pixel_to_world(val(moved["x_centre"][0]), val(
         moved["y_centre"][0])).separation(moved["sky_centroid"][0]).to_value(u.arcsec) < 1e-6
     gal = WCS(naxis=2)

@@ -93,6 +93,7 @@ import astropy.units as u
 from astropy.nddata import CCDData
 from astropy.stats import sigma_clip
 from astropy.table import QTable
+from astropy.utils.decorators import deprecated_renamed_argument
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.utils.masked import Masked
 from photutils.aperture import CircularAperture
@@ -101,7 +102,7 @@ from photutils.geometry import circular_overlap_grid
 from scipy import sparse
 
 from ..bands import LEGACY_SURVEY_PIXEL_SCALE, parse_bands
-from ..exceptions import PhotometryWarning
+from ..exceptions import AstroSBGMDeprecationWarning, PhotometryWarning
 from ..io import is_canonical, pixel_scale_of, read_images
 from . import _morphology
 
@@ -780,14 +781,14 @@ def _check_options(names, centre, hlr_band, detection_band,
         if centre == "center":
             centre = "centre"
         if centre not in ("centre", "centroid"):
-            raise ValueError(f"centre must be 'centre', 'centroid', an (x, y) pair or an "
+            raise ValueError(f"center must be 'center', 'centroid', an (x, y) pair or an "
                              f"(n, 2) array of pixel positions, got {centre!r}")
     else:
         arr = np.asarray(centre, dtype=float)
         if arr.shape == (2,):
             arr = np.tile(arr, (n, 1))
         if arr.shape != (n, 2) or not np.isfinite(arr).all():
-            raise ValueError(f"centre must be an (x, y) pair or an ({n}, 2) array of finite "
+            raise ValueError(f"center must be an (x, y) pair or an ({n}, 2) array of finite "
                              f"pixel positions, got shape {arr.shape}")
         centre = arr
     if isinstance(background, str):
@@ -807,7 +808,9 @@ def _check_options(names, centre, hlr_band, detection_band,
     return centre, hlr_band, detection_band, background
 
 
-def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre",
+@deprecated_renamed_argument("centre", "center", "0.1",
+                             warning_type=AstroSBGMDeprecationWarning)
+def measure_galaxies(images, bands=None, *, aperture_diameter=12, center="center",
                      hlr_band=None, detection_band=None, centroid_method="com",
                      background="frame", background_width=4, growth_step=0.25,
                      morphology=False, pixel_scale=None, chunk_size=512, errors="auto"):
@@ -830,9 +833,12 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         angle (``3 * u.arcsec``), converted to pixels with each image's pixel
         scale: its WCS, else ``pixel_scale`` (default 0.262 arcsec per
         pixel).  Images whose scales differ get different pixel apertures.
-    centre : {'centre', 'centroid'}, (x, y) or array of shape (n, 2), optional
+    center : {'center', 'centroid'}, (x, y) or array of shape (n, 2), optional
         Where the aperture and the curve of growth are centred, in 0-based
-        pixel coordinates.  ``'centre'`` (default) is the cutout centre
+        pixel coordinates (the old spelling ``centre=``, and the value
+        ``'centre'``, work until the next release; the keyword with an
+        `~astro_sbgm.exceptions.AstroSBGMDeprecationWarning`).  ``'center'``
+        (default) is the cutout centre
         ``((nx - 1) / 2, (ny - 1) / 2)``; ``'centroid'`` uses
         `photutils.centroids.centroid_com` (or ``centroid_2dg``, see
         ``centroid_method``) of the background-subtracted ``detection_band``
@@ -906,7 +912,7 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
         For a bare array without ``bands``, band counts that disagree, images
         with different bands, an aperture that does not fit in the cutout
         (or is neither a number of pixels nor an angle), an unknown
-        ``centre``, ``background``, ``hlr_band``, ``centroid_method`` or
+        ``center``, ``background``, ``hlr_band``, ``centroid_method`` or
         ``errors``, or ``errors='uncertainty'`` for images without one.
     TypeError, FileNotFoundError, astropy.units.UnitConversionError
         From `astro_sbgm.io.read_images` for inputs it cannot read.
@@ -933,7 +939,7 @@ def measure_galaxies(images, bands=None, *, aperture_diameter=12, centre="centre
     n = int(sum(g.rows.size for g in groups))
     diameters, aperture_arcsec = _aperture_diameters(aperture_diameter, scales)
     centre, hlr_band, detection_band, background = _check_options(
-        names, centre, hlr_band, detection_band, centroid_method, background, growth_step, n)
+        names, center, hlr_band, detection_band, centroid_method, background, growth_step, n)
     chunk_size = max(int(chunk_size), 1)
     nb = len(names)
     hlr_index = names.index(hlr_band)
