@@ -277,7 +277,7 @@ def make_tan_wcs(shape, pixel_scale=LEGACY_SURVEY_PIXEL_SCALE, ra=180.0, dec=0.0
     `~astropy.wcs.WCS`
         ``CRPIX`` at the image centre, ``(n + 1) / 2`` (1-based).
     """
-    scale = u.Quantity(pixel_scale, u.arcsec).to_value(u.deg)
+    scale = u.Quantity(pixel_scale, u.arcsec).to_value(u.arcsec) / 3600.0   # degrees
     ny, nx = shape[-2:]
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]

@@ -16,13 +16,16 @@ import numbers
 
 import numpy as np
 import astropy.units as u
-from astropy.nddata import CCDData, StdDevUncertainty
+from astropy.nddata import StdDevUncertainty
 from astropy.table import QTable
-from astropy.wcs import WCS
 from scipy import fft as sp_fft
 from scipy.special import gammainc, gammaincinv
 
 from ..bands import BAND_WAVELENGTHS, LEGACY_SURVEY_PIXEL_SCALE, parse_bands
+from ..io import make_image, make_tan_wcs
+
+#: The Legacy Surveys' pixel scale in arcsec (the mocks' default).
+_LEGACY_SCALE = float(LEGACY_SURVEY_PIXEL_SCALE.to_value(u.arcsec))
 
 __all__ = ["make_mock_legacy_survey", "make_trivial_dataset"]
 
@@ -518,36 +521,22 @@ def _half_light_radii(p):
 # --------------------------------------------------------------------------
 
 def _celestial_wcs(ra, dec, size, pixel_scale):
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval = [ra, dec]
-    wcs.wcs.crpix = [(size + 1) / 2.0, (size + 1) / 2.0]
-    scale = pixel_scale / 3600.0
-    wcs.wcs.cd = [[-scale, 0.0], [0.0, scale]]
-    wcs.wcs.cunit = ["deg", "deg"]
-    wcs.wcs.radesys = "ICRS"
-    wcs.pixel_shape = (size, size)
-    return wcs
+    return make_tan_wcs((size, size), pixel_scale, ra, dec, radesys="ICRS")
 
 
-def _make_ccd(data, sigma, bands, wcs, pixel_scale, extra_meta):
-    meta = {"BANDS": ",".join(bands)}
-    for i, b in enumerate(bands):
-        meta[f"BAND{i}"] = b
-    meta["BUNIT"] = "nanomaggy"
-    meta["PIXSCALE"] = pixel_scale
-    meta.update(extra_meta)
+def _make_ccd(data, sigma, bands, wcs, pixel_scale, extra_meta, filters=None):
     unc = np.broadcast_to(np.asarray(sigma, dtype=np.float32)[:, None, None],
                           data.shape).copy()
-    return CCDData(data.astype(np.float32), unit=u.nanomaggy, wcs=wcs, meta=meta,
-                   uncertainty=StdDevUncertainty(unc))
+    return make_image(data.astype(np.float32), bands, wcs=wcs, filters=filters,
+                      uncertainty=StdDevUncertainty(unc),
+                      cards={"PIXSCALE": pixel_scale, **extra_meta})
 
 
 # --------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------
 
-def make_mock_legacy_survey(n, size=64, bands="grz", seed=None, pixel_scale=0.262,
+def make_mock_legacy_survey(n, size=64, bands="grz", seed=None, pixel_scale=_LEGACY_SCALE,
                             return_truth=False, progress=False, sky_noise=1.0):
     """Mock DESI Legacy Survey DR9-like galaxy cutouts, made with GalSim.
 

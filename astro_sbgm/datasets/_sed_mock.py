@@ -416,8 +416,6 @@ def make_mock_survey(n, survey="decals", *, bands=None, size=64, pixel_scale=Non
                                               (size + 1) / 2.0 + p["offset"][1]]], 1)[0]
         mags = 22.5 - 2.5 * np.log10(flux)
         meta = {"GALID": i, "SURVEY": preset.name[:68], "REDSHIFT": round(z, 5)}
-        for ib, f in enumerate(filters):
-            meta[f"FILTER{ib}"] = f.name
         for ib, b in enumerate(letters):
             meta[f"MAG_{b.upper()}"] = round(float(mags[ib]), 4)
         meta.update(HLR=round(float(hlr[refi]), 4), AXRATIO=round(float(p["q"]), 4),
@@ -425,7 +423,8 @@ def make_mock_survey(n, survey="decals", *, bands=None, size=64, pixel_scale=Non
         for ib, b in enumerate(letters):
             meta[f"PSF_{b.upper()}"] = round(float(fwhm[ib]), 4)
             meta[f"SKYSIG_{b.upper()}"] = float(np.float32(sigma[ib]))
-        ccd = _mock._make_ccd(data, sigma, letters, wcs, ps, meta)
+        ccd = _mock._make_ccd(data, sigma, letters, wcs, ps, meta,
+                              filters=[f.name for f in filters])
         images.append(ccd)
 
         if return_truth:
