@@ -18,14 +18,16 @@ centres) is exactly the set of pixels that receive flux.  A dashed trail is
 switched on for a fraction ``duty_cycle`` of every ``period`` pixels along
 the line.  The peak brightness is drawn log-uniformly in ``brightness`` (in
 the image's units, nanomaggy for Legacy Survey cutouts) and multiplied in
-every band by ``exp(N(0, colour_scatter))``.
+every band by ``exp(N(0, color_scatter))``.
 """
 
 import numpy as np
 import astropy.units as u
 from astropy.nddata import CCDData, NDData
 from astropy.table import QTable
+from astropy.utils.decorators import deprecated_renamed_argument
 
+from .exceptions import AstroSBGMDeprecationWarning
 from .io import as_batch, read_image
 
 __all__ = ["add_satellite_trails", "star_mask", "bad_column_mask"]
@@ -62,9 +64,11 @@ def _as_planes(image):
     return as_batch([np.asarray(image.data)], name="image")[0][0], ("ccd", image)
 
 
+@deprecated_renamed_argument("colour_scatter", "color_scatter", "0.1",
+                             warning_type=AstroSBGMDeprecationWarning)
 def add_satellite_trails(image, n_trails=1, brightness=(1.0, 30.0), width=(1.0, 4.0),
                          dashed=0.3, period=(6.0, 20.0), duty_cycle=(0.3, 0.7),
-                         colour_scatter=0.2, all_bands=True, seed=None, return_params=False):
+                         color_scatter=0.2, all_bands=True, seed=None, return_params=False):
     """Add bright satellite trails to an image and return the exact mask.
 
     Parameters
@@ -85,8 +89,10 @@ def add_satellite_trails(image, n_trails=1, brightness=(1.0, 30.0), width=(1.0, 
         Dash period along the trail, pixels (uniform draw).
     duty_cycle : float or (float, float)
         Fraction of each period that is lit (uniform draw, in (0, 1]).
-    colour_scatter : float
+    color_scatter : float
         Standard deviation of the natural log of the per-band brightness factor.
+        (The old spelling ``colour_scatter=`` works until the next release,
+        with an `~astro_sbgm.exceptions.AstroSBGMDeprecationWarning`.)
     all_bands : bool
         Put each trail in every band (a trail in a coadd of all bands), or in
         one random band only (a trail in one exposure).
@@ -124,8 +130,8 @@ def add_satellite_trails(image, n_trails=1, brightness=(1.0, 30.0), width=(1.0, 
         raise ValueError(f"duty_cycle must lie in (0, 1], got {duty_cycle!r}")
     if not 0.0 <= float(dashed) <= 1.0:
         raise ValueError(f"dashed is a probability in [0, 1], got {dashed!r}")
-    if not float(colour_scatter) >= 0:
-        raise ValueError(f"colour_scatter must be >= 0, got {colour_scatter!r}")
+    if not float(color_scatter) >= 0:
+        raise ValueError(f"color_scatter must be >= 0, got {color_scatter!r}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
     data, how = _as_planes(image)
@@ -139,7 +145,7 @@ def add_satellite_trails(image, n_trails=1, brightness=(1.0, 30.0), width=(1.0, 
         theta = rng.uniform(0.0, np.pi)
         fwhm = rng.uniform(w_lo, w_hi)
         peak = np.exp(rng.uniform(np.log(b_lo), np.log(b_hi)))
-        colours = np.exp(rng.normal(0.0, float(colour_scatter), nb))
+        colours = np.exp(rng.normal(0.0, float(color_scatter), nb))
         is_dashed = bool(rng.uniform() < float(dashed))
         per = rng.uniform(p_lo, p_hi)
         duty = rng.uniform(d_lo, d_hi)

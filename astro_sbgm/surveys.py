@@ -43,9 +43,10 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import CCDData, Cutout2D, StdDevUncertainty
 from astropy.table import QTable, Table
+from astropy.utils.decorators import deprecated_renamed_argument
 
 from .bands import parse_bands
-from .exceptions import AstroSBGMInputWarning
+from .exceptions import AstroSBGMDeprecationWarning, AstroSBGMInputWarning
 from .io import (as_nanomaggy, celestial_wcs, header_cards, make_image, parse_unit,
                  read_images, read_mask, wcs_from_header, write_image)
 
@@ -81,7 +82,7 @@ class CutoutFlag(enum.IntFlag):
     OFF_IMAGE = 1
     #: Part of the cutout lies beyond the image edge: those pixels are 0 and masked.
     PARTIAL = 2
-    #: A masked pixel lies within ``centre_radius`` of the source, in some band.
+    #: A masked pixel lies within ``center_radius`` of the source, in some band.
     MASKED_CENTRE = 4
     #: Some pixel of the cutout is masked (in some band).
     MASKED_PIXELS = 8
@@ -386,8 +387,10 @@ def _cut(image, sigma_full, coord, size):
     return out, cut, partial
 
 
+@deprecated_renamed_argument("centre_radius", "center_radius", "0.1",
+                             warning_type=AstroSBGMDeprecationWarning)
 def make_cutouts(catalogue, images, size=64, *, ra=None, dec=None, id_column=None,
-                 centre_radius=3.0, output=None, overwrite=False):
+                 center_radius=3.0, output=None, overwrite=False):
     """Cut canonical cutouts about catalogue positions out of bricks or images.
 
     For every catalogue row the image that holds the position farthest from
@@ -417,10 +420,12 @@ def make_cutouts(catalogue, images, size=64, *, ra=None, dec=None, id_column=Non
     id_column : str, optional
         A catalogue column copied into the index table (and written in the
         cutouts' headers as ``OBJID``).
-    centre_radius : float, optional
+    center_radius : float, optional
         Radius in pixels about the source within which a masked pixel sets
         `CutoutFlag.MASKED_CENTRE` (and within which the raw mask bits are
         OR-ed into the ``maskbits`` column).  Default 3 px (0.8").
+        (The old spelling ``centre_radius=`` works until the next release,
+        with an `~astro_sbgm.exceptions.AstroSBGMDeprecationWarning`.)
     output : str or path-like, optional
         A directory to write the cutouts into (``cutout_<row>.fits``, the
         `astro_sbgm.io.write_image` layout) and the index table
@@ -441,7 +446,7 @@ def make_cutouts(catalogue, images, size=64, *, ra=None, dec=None, id_column=Non
         give them to `astro_sbgm.metrics.measure_galaxies` as ``center=``
         to measure on the source), ``masked_fraction`` (of all the cutout's
         pixels and bands), ``maskbits`` (raw mask bits OR-ed within
-        ``centre_radius``), ``flags`` (`CutoutFlag`), ``cutout`` (position
+        ``center_radius``), ``flags`` (`CutoutFlag`), ``cutout`` (position
         in ``cutouts``, -1 for none), ``file`` (when written), and
         ``id_column`` when given.
 
@@ -459,9 +464,9 @@ def make_cutouts(catalogue, images, size=64, *, ra=None, dec=None, id_column=Non
     coords, table = _positions(catalogue, ra, dec)
     images = _cutout_images(images)
     size = _check_size(size)
-    if not np.isfinite(centre_radius) or centre_radius < 0:
-        raise ValueError(f"centre_radius must be a non-negative number of pixels, got "
-                         f"{centre_radius!r}")
+    if not np.isfinite(center_radius) or center_radius < 0:
+        raise ValueError(f"center_radius must be a non-negative number of pixels, got "
+                         f"{center_radius!r}")
     if id_column is not None and (table is None or id_column not in table.colnames):
         have = [] if table is None else table.colnames
         raise ValueError(f"id_column={id_column!r} is not a column of the catalogue, which "
@@ -503,7 +508,7 @@ def make_cutouts(catalogue, images, size=64, *, ra=None, dec=None, id_column=Non
         cut, geom, partial = _cut(image, sigmas[best[i]], coords[i], size)
         xc, yc = geom.to_cutout_position((pix[i, 0], pix[i, 1]))
         yy, xx = np.mgrid[0:cut.shape[1], 0:cut.shape[2]]
-        near = np.hypot(xx - xc, yy - yc) <= centre_radius
+        near = np.hypot(xx - xc, yy - yc) <= center_radius
         flags = CutoutFlag(0)
         if partial:
             flags |= CutoutFlag.PARTIAL
@@ -542,7 +547,7 @@ def make_cutouts(catalogue, images, size=64, *, ra=None, dec=None, id_column=Non
         index[key] = values if unit is None else values * unit
     index.meta["FLAGBITS"] = ",".join(f"{f.name}={int(f.value)}" for f in CutoutFlag)
     index.meta["CUTSIZE"] = str(size)
-    index.meta["CENTRAD"] = float(centre_radius)
+    index.meta["CENTRAD"] = float(center_radius)
     if output is not None:
         index["file"] = _write_cutouts(cutouts, index, output, overwrite)
     return cutouts, index

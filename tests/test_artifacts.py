@@ -42,6 +42,19 @@ def test_trails_are_deterministic_for_a_seed_and_differ_between_seeds():
     assert not np.array_equal(ma, mc)
 
 
+def test_old_spelling_colour_scatter_works_and_warns():
+    from astro_sbgm.exceptions import AstroSBGMDeprecationWarning
+
+    image = np.zeros((3, 32, 32))
+    new = add_satellite_trails(image, n_trails=2, seed=5, color_scatter=0.5)
+    with pytest.warns(AstroSBGMDeprecationWarning, match="colour_scatter.*color_scatter"):
+        old = add_satellite_trails(image, n_trails=2, seed=5, colour_scatter=0.5)
+    assert np.array_equal(new[0], old[0]) and np.array_equal(new[1], old[1])
+    # the scatter is used: another value gives other band ratios
+    other = add_satellite_trails(image, n_trails=2, seed=5, color_scatter=0.0)
+    assert np.array_equal(other[1], new[1]) and not np.array_equal(other[0], new[0])
+
+
 def test_dashed_trails_have_gaps_along_the_line():
     image = np.zeros((1, 64, 64))
     _, mask, params = add_satellite_trails(image, n_trails=1, seed=5, dashed=1.0,

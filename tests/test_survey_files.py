@@ -581,6 +581,16 @@ def test_cutout_service_address():
         legacy_survey_cutout_url(10.0, 5.0, size=0)
 
 
+def test_make_cutouts_old_spelling_centre_radius_works_and_warns(brick):
+    from astro_sbgm.exceptions import AstroSBGMDeprecationWarning
+
+    _, new = make_cutouts(catalogue()[:3], brick, size=32, center_radius=20.0)
+    with pytest.warns(AstroSBGMDeprecationWarning, match="centre_radius.*center_radius"):
+        _, old = make_cutouts(catalogue()[:3], brick, size=32, centre_radius=20.0)
+    assert old.meta["CENTRAD"] == new.meta["CENTRAD"] == 20.0
+    assert list(old["flags"]) == list(new["flags"])
+
+
 # ============================================================================ errors
 def test_measure_galaxies_errors_from_the_uncertainty_match_photutils(brick):
     cutouts, index = make_cutouts(catalogue()[:2], brick, size=64)
