@@ -52,3 +52,17 @@ def test_property_histograms_show_cohens_d():
     assert "arcsec" in fig.axes[1].get_xlabel()
     with pytest.raises(KeyError):
         plot_property_histograms(a, b, columns=["mag_g"])
+
+
+def test_figures_draw_into_a_given_figure():
+    """fig= (e.g. a pyplot figure, to show it) is cleared, resized and drawn into."""
+    rng = np.random.default_rng(3)
+    imgs = rng.gamma(2.0, 1.0, size=(4, 3, 16, 16))
+    given = Figure(figsize=(1, 1))
+    given.add_subplot().plot([0, 1])
+    fig = plot_nearest_neighbours(imgs[:2], imgs, np.array([[1], [2]]), fig=given)
+    assert fig is given and len(fig.axes) == 4
+    assert tuple(fig.get_size_inches()) == pytest.approx((2.4, 2 * 1.2 * 1.15))
+    cat = QTable({"mag_r": rng.normal(18, 1, 50) * u.mag})
+    fig = plot_property_histograms(cat, cat, fig=given)
+    assert fig is given and len(fig.axes) == 1

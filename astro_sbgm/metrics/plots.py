@@ -19,8 +19,17 @@ from .distances import SGD_COLUMNS, _cohens_d_values, _split, read_catalogue
 __all__ = ["plot_property_histograms", "plot_nearest_neighbours"]
 
 
+def _figure(fig, size):
+    """A new figure of ``size`` inches, or ``fig`` cleared and resized."""
+    if fig is None:
+        return Figure(figsize=size)
+    fig.clear()
+    fig.set_size_inches(size)
+    return fig
+
+
 def plot_nearest_neighbours(query, reference, indices, distances=None, *, bands=None,
-                            max_rows=8, percentile=99.5, panel_size=1.2):
+                            max_rows=8, percentile=99.5, panel_size=1.2, fig=None):
     """Each query image beside its nearest reference images (the paper's Fig. 3).
 
     Parameters
@@ -40,6 +49,10 @@ def plot_nearest_neighbours(query, reference, indices, distances=None, *, bands=
         Per-image clip percentile of `~astro_sbgm.visualization.linear_rgb`.
     panel_size : float, optional
         Panel size in inches.
+    fig : `matplotlib.figure.Figure`, optional
+        Draw into this figure (cleared and resized first), for example one
+        made with ``matplotlib.pyplot.figure()`` to show it; default a new
+        figure without pyplot.
 
     Returns
     -------
@@ -58,7 +71,7 @@ def plot_nearest_neighbours(query, reference, indices, distances=None, *, bands=
                          f"{q_rgb.shape[0]} query images")
     nrows = min(q_rgb.shape[0], int(max_rows))
     k = indices.shape[1]
-    fig = Figure(figsize=(panel_size * (k + 1), panel_size * nrows * 1.15))
+    fig = _figure(fig, (panel_size * (k + 1), panel_size * nrows * 1.15))
     axes = fig.subplots(nrows, k + 1, squeeze=False)
     for row in range(nrows):
         axes[row, 0].imshow(q_rgb[row], origin="lower", interpolation="nearest")
@@ -80,7 +93,7 @@ def plot_nearest_neighbours(query, reference, indices, distances=None, *, bands=
 
 
 def plot_property_histograms(cat_a, cat_b, *, columns=None, labels=("A", "B"), bins=30,
-                             panel_size=2.6):
+                             panel_size=2.6, fig=None):
     """Histograms of catalogue properties, with Cohen's d in each panel (paper Fig. 4).
 
     Parameters
@@ -96,6 +109,10 @@ def plot_property_histograms(cat_a, cat_b, *, columns=None, labels=("A", "B"), b
         Number of bins (shared by both catalogues in each panel).
     panel_size : float, optional
         Panel size in inches.
+    fig : `matplotlib.figure.Figure`, optional
+        Draw into this figure (cleared and resized first), for example one
+        made with ``matplotlib.pyplot.figure()`` to show it; default a new
+        figure without pyplot.
 
     Returns
     -------
@@ -127,7 +144,7 @@ def plot_property_histograms(cat_a, cat_b, *, columns=None, labels=("A", "B"), b
     n = len(cols)
     ncols = min(3, n)
     nrows = int(np.ceil(n / ncols))
-    fig = Figure(figsize=(panel_size * ncols, panel_size * nrows * 0.85))
+    fig = _figure(fig, (panel_size * ncols, panel_size * nrows * 0.85))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, (label, name) in zip(axes.ravel(), cols.items()):
         va, unit = _split(a_tab[name])
