@@ -5,17 +5,27 @@ canonical form, a `~astropy.nddata.CCDData` with
 
 * data of shape ``(band, y, x)`` (float32), in nanomaggies per pixel;
 * ``.wcs`` the 2-D celestial WCS of the ``(y, x)`` plane (or `None`);
-* ``.meta['BANDS']`` the comma-separated band names (``'g,r,z'``) and
-  ``BAND0``, ``BAND1``, ... each band's name, as the Legacy Survey cutout
-  service writes them;
+* ``.meta['BANDS']`` the comma-separated band letters (``'g,r,z'``) and
+  ``BAND0``, ``BAND1``, ... each band's letter, as the Legacy Survey cutout
+  service writes them, and ``FILTER0``, ``FILTER1``, ... each plane's full
+  filter name (``'decam:g'``; an image in other filters, ``'sdss:g'``, keeps
+  the letter ``g`` in ``BAND0``);
 * ``.mask`` (same shape, `True` = bad pixel) and ``.uncertainty`` carried
   through where the input has them.
 
-`read_image` does this for one image, `read_images` for many; `write_image`
-writes the same layout to FITS (a data cube in the primary HDU with ``BANDn``
-and ``BUNIT`` cards, ``MASK`` and ``UNCERT`` image extensions), so that a file
-written here reads back identically.  `to_model_grid` brings an image onto a
-model's pixel grid with `reproject` (flux-conserving).
+This module is the package's one input parser: `read_image` does this for
+one image, `read_images` for many (`holds_many` is the one-or-many rule),
+`read_mask` reads masks and bit masks (and regions, on an image's grid),
+`read_raw` the pixels exactly as stored (for bit-exact inpainting),
+`as_batch` stacks images into one array for metrics and figures, and
+`read_picture` reads PNG/JPEG pictures.  It is also the one image builder:
+`make_image` builds every output image of the package (the ``BANDS``,
+``BANDn``, ``FILTERn`` and ``BUNIT`` cards are written there only, with
+`provenance_cards`), and `write_image` writes the same layout to FITS (a
+data cube in the primary HDU, ``MASK``, ``UNCERT``, ``FLAGS`` and ``DRAW``
+image extensions, all in one atomic write), so that a file written here
+reads back identically.  `to_model_grid` brings an image onto a model's
+pixel grid with `reproject` (flux-conserving).  Nothing here imports torch.
 
 Flux units and zero points
 --------------------------
