@@ -427,8 +427,10 @@ def write_cutout_store(images, path, *, bands=None, image_size=None, pixel_scale
         ``pixel_scale`` (cut, padded or reprojected as in
         `astro_sbgm.io.to_model_grid`).  Without it every image must have
         the shape of the first.
-    pixel_scale : float
-        Arcsec per pixel of that grid (``image_size`` given).
+    pixel_scale : float or None
+        Arcsec per pixel of that grid (``image_size`` given), or of images
+        without a celestial WCS (arrays); images with one keep their own.
+        None for arrays records no scale (any model then accepts the store).
     shard_size : int
         Images per shard file.
     overwrite : bool
@@ -491,6 +493,8 @@ def write_cutout_store(images, path, *, bands=None, image_size=None, pixel_scale
                     grid = _Grid(names, ccd.shape[-1], 1.0)
                     shape = tuple(ccd.shape)
                     scale = _scale_of(ccd)
+                    if scale is None and pixel_scale is not None:   # arrays: as stated
+                        scale = float(pixel_scale)
             try:
                 if image_size is not None:
                     arr, k = _model_planes(ccd, grid.bands, grid.size, grid.pixel_scale)
