@@ -15,9 +15,13 @@ What it does:
    with a different rotation or flip per repeat (the galaxies' content does
    not matter for reading; generating 20,000 GalSim mocks would take longer
    than the rest of the benchmark).
-2. trains the bundled model's network (`GalaxyDiffusion` defaults: dim 32,
-   dim_mults (1, 2, 4, 8), batch ``--batch``) for ``--steps`` steps, each run
-   in a fresh process (so each peak memory is its own):
+2. trains `GalaxyDiffusion`'s default network at width ``--dim`` (16 by
+   default: about the 50 ms per image on one core that the streaming issue
+   plans with, so reading is tested against a cheap step; the bundled model
+   has width 32) with batch ``--batch`` for ``--steps`` steps, each run in a
+   fresh process (so each peak memory is its own), in the order of
+   ``--modes`` (by default ``memory`` first and last, the reference being
+   the mean of the two, so a drift of the machine's load cancels):
 
    * ``memory``: the FITS folder of ``n_memory`` with ``stream=False`` (the
      in-memory path: every image read, then held as fluxes and as the scaled
@@ -33,9 +37,11 @@ What it does:
    DataLoader worker's peak (``RUSAGE_CHILDREN``, the largest child), the
    seconds before the first step (reading the images in memory, or the flux
    scaler's subsample when streaming), and the training rate in images per
-   second over the steps after ``--warmup`` (wall clock), with the ratio to
-   the ``memory`` run of the same invocation.  The training process uses
-   ``--threads`` threads; the workers run beside it.
+   second over the steps after ``--warmup`` (wall clock) and the training
+   process's CPU milliseconds per image over the same steps, each with its
+   ratio to the ``memory`` runs of the same invocation (above 1: streaming
+   is as fast).  The training process uses ``--threads`` threads; the
+   workers run beside it.
 3. times single-image reads (store and FITS, 64x64 and 256x256, 100 images
    each, after one read of each file so the OS cache holds them, as it does
    after the first epoch) and prints what a paper-scale run (300,000 grz
