@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .bands import LEGACY_SURVEY_PIXEL_SCALE
 from .diffusion.schedule import DiffusionSchedule
 from .exceptions import AstroddpmWarning
 from .nn.unet import UNet
@@ -48,7 +49,7 @@ _UNET_PREFIX = "denoise_fn."
 _PARALLEL_PREFIX = "module."
 _ATTENTION_HEADS = 4  # the released code: 4 heads of 32 channels (not recoverable from shapes)
 _RELEASED_BANDS = "grz"
-_RELEASED_PIXEL_SCALE = 0.262  # arcsec, the Legacy Surveys
+_RELEASED_PIXEL_SCALE = float(LEGACY_SURVEY_PIXEL_SCALE.to_value("arcsec"))  # the Legacy Surveys
 _EXPECTED = ("a torch.save file of a dict {'step': int, 'model': state_dict, "
              "'ema': state_dict} as released with Smith, Geach et al. (2022)")
 
