@@ -15,8 +15,20 @@ Sub-commands:
     disk, and under ``torchrun`` the processes share the work.
 ``measure``, ``sgd``
     Photometry catalogues and the Synthetic Galaxy Distance (`astro_sbgm.metrics`).
+``score``
+    Log-likelihood and anomaly score of images under a model.
+``inpaint``, ``transfer``
+    Fill masked pixels; make a picture or another survey's image look like the
+    model's survey (`astro_sbgm._cli_inpaint` builds their parsers).
 
-Run ``astro-sbgm COMMAND --help`` for the options of each.
+Run ``astro-sbgm COMMAND --help`` for the options of each; the docs' command-line
+reference is generated from `build_parser`.  One spelling has one meaning in
+every sub-command (`astro_sbgm._cli_common` adds the shared options): ``--seed``
+seeds every random number the command draws, ``--steps`` counts sampler steps,
+``-n`` galaxies to draw, ``--input-bands`` names the bands of input files,
+``--quiet`` hides the progress bars, and files written one per galaxy are named
+``STEM_NNNNNN.fits``.  Each sub-command's parser sets ``func``, which `main`
+calls.
 """
 
 import argparse
@@ -545,8 +557,6 @@ def _contiguous_runs(indices, size):
 
 def _write_sample_index(out, n, settings):
     """Rank 0: the index table of the galaxies on disk, as ECSV (atomically)."""
-    import os
-
     import numpy as np
     from astropy.io import fits
     from astropy.table import QTable
@@ -745,7 +755,9 @@ def main(argv=None):
     one line; anything else is a bug: its traceback is printed with a request
     to report it, and the exit code is 1.  ``train`` and ``sample`` hold the
     lock of their output folder while they run, so a second writer into the
-    same folder is refused (readers are never blocked).
+    same folder is refused (readers are never blocked).  An old spelling of a
+    renamed option still works for one release and prints one line,
+    ``astro-sbgm COMMAND: warning: ... is deprecated ...``.
 
     Parameters
     ----------
