@@ -36,7 +36,7 @@ from .io import (AstroSBGMInputWarning, make_image, make_tan_wcs, provenance_car
                  select_bands, to_model_grid)
 from .diffusion.guidance import ClassifierFreeGuidance
 from .exceptions import AstroSBGMConditionWarning
-from .diffusion.engine import generate
+from .diffusion.engine import batches, generate
 from .diffusion.noise import PerSampleNoise, new_seed
 from .nn import UNet
 from .preprocessing import FluxScaler
@@ -877,7 +877,8 @@ class GalaxyDiffusion:
                           int(batch_size), wrap=wrap, pad_single=True, device=self.device_,
                           progress=progress)
         info = {"seed": int(seed), "sampler": rule.name, "steps": steps, "grid": grid,
-                "nfe": nfe, "weights": weights, "options": options, "start": start}
+                "nfe": nfe, "weights": weights, "start": start,
+                "options": options if isinstance(sampler, str) else rule.options()}
         if conditions is not None:
             info["guidance_scale"] = float(guidance_scale)
         return x, info
@@ -1243,9 +1244,8 @@ class GalaxyDiffusion:
         rows, maps = [], []
         bar = tqdm(total=len(scaled), disable=not progress, desc=f"log-likelihood ({method})",
                    unit="image", dynamic_ncols=True)
-        for lo in range(0, len(scaled), int(batch_size)):
-            x = scaled[lo:lo + int(batch_size)].to(self.device_)
-            gens = noise.generators(lo, len(x))
+        for rows_in, gens in batches(len(scaled), batch_size, noise):
+            x = scaled[rows_in].to(self.device_)
             if method == "elbo":
                 ll, m, terms = elbo_log_likelihood(den, x, n_levels=n_levels, generators=gens)
                 maps.append(m.numpy())

@@ -31,7 +31,8 @@ import torch
 from .noise import PerSampleNoise, randn_like
 from .samplers import get_sampler, make_grid, reverse_process
 
-__all__ = ["generate", "Batch", "DenoiserWrapper", "sampling_times", "with_clipping"]
+__all__ = ["generate", "batches", "Batch", "DenoiserWrapper", "sampling_times",
+           "with_clipping"]
 
 
 class Batch(NamedTuple):
@@ -119,6 +120,23 @@ def with_clipping(denoiser, clip_x0):
     return out
 
 
+def batches(n, batch_size, noise):
+    """The batches of a run over ``n`` images: ``(rows, generators)`` for each.
+
+    ``rows`` is a slice; ``generators`` are those rows' own streams from
+    ``noise`` (a `~astro_sbgm.diffusion.noise.PerSampleNoise`), so what
+    image ``i`` draws does not depend on ``batch_size``.  `generate` and the
+    likelihoods of `~astro_sbgm.GalaxyDiffusion.score_samples` walk their
+    images with it.
+    """
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for lo in range(0, int(n), batch_size):
+        m = min(batch_size, int(n) - lo)
+        yield slice(lo, lo + m), noise.generators(lo, m)
+
+
 def _device_of(denoiser):
     device = getattr(denoiser, "device", None)
     return torch.device("cpu") if device is None else torch.device(device)
@@ -182,9 +200,6 @@ def generate(denoiser, x_start, times, sampler="dpmpp-2m", noise=None, batch_siz
     """
     if not isinstance(noise, PerSampleNoise):
         noise = PerSampleNoise(noise)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if clip_x0 is not None:
         denoiser = with_clipping(denoiser, clip_x0)
     device = _device_of(denoiser) if device is None else torch.device(device)
@@ -205,10 +220,8 @@ def generate(denoiser, x_start, times, sampler="dpmpp-2m", noise=None, batch_siz
         a, s = (float(v) for v in denoiser.schedule.alpha_sigma(torch.tensor(times[0],
                                                                              dtype=torch.float64)))
     chunks, nfe = [], 0
-    for lo in range(0, n, batch_size):
-        m = min(batch_size, n - lo)
-        gens = noise.generators(lo, m)
-        index = slice(lo, lo + m)
+    for index, gens in batches(n, batch_size, noise):
+        lo, m = index.start, index.stop - index.start
         if clean is None:
             x0 = None
             x = randn_like(torch.empty((m,) + shape[1:]), gens)
