@@ -171,7 +171,10 @@ def test_pinned_outputs_are_unchanged(outputs, name):
     want = PINNED[name]
     assert nfe == want["nfe"], f"{name}: {nfe} network evaluations, pinned {want['nfe']}"
     assert first == want["first"], f"{name}: first value {first!r}, pinned {want['first']!r}"
-    assert digest == want["sha256"], f"{name}: output changed (sha256 {digest})"
+    assert digest == want["sha256"], (
+        f"{name}: output changed (sha256 {digest}); a refactor must not change it. For a "
+        "deliberate change of numbers, print the new digests with `python "
+        "tests/test_regression_pin.py`, replace this entry only, and say why in the commit")
 
 
 def test_every_output_is_pinned(outputs):
