@@ -45,7 +45,7 @@ from astropy.nddata import CCDData, Cutout2D, StdDevUncertainty
 from astropy.table import QTable, Table
 from astropy.utils.decorators import deprecated_renamed_argument
 
-from .bands import parse_bands
+from .bands import LEGACY_SURVEY_PIXEL_SCALE, parse_bands
 from .exceptions import AstroSBGMDeprecationWarning, AstroSBGMInputWarning
 from .io import (as_nanomaggy, celestial_wcs, header_cards, make_image, parse_unit,
                  read_images, read_mask, wcs_from_header, write_image)
@@ -583,7 +583,7 @@ def _write_cutouts(cutouts, index, output, overwrite):
 
 
 # --------------------------------------------------------------------------- cutout service
-def legacy_survey_cutout_url(ra, dec, size=256, layer="ls-dr10", pixscale=0.262, bands="grz"):
+def legacy_survey_cutout_url(ra, dec, size=256, layer="ls-dr10", pixscale=None, bands="grz"):
     """The address of a FITS cutout from the Legacy Survey viewer's cutout service.
 
     The service (``https://www.legacysurvey.org/viewer/fits-cutout``) returns
@@ -600,8 +600,9 @@ def legacy_survey_cutout_url(ra, dec, size=256, layer="ls-dr10", pixscale=0.262,
         Side in pixels (the service caps it; 256 by default).
     layer : str, optional
         The survey layer, e.g. ``"ls-dr10"`` or ``"ls-dr9"``.
-    pixscale : float, optional
-        Arcsec per pixel; 0.262 is the coadds' own scale (no resampling).
+    pixscale : float or `~astropy.units.Quantity`, optional
+        Arcsec per pixel; default `astro_sbgm.bands.LEGACY_SURVEY_PIXEL_SCALE`
+        (0.262, the coadds' own scale: no resampling).
     bands : str, optional
         Bands, e.g. ``"grz"``.
 
@@ -627,6 +628,8 @@ def legacy_survey_cutout_url(ra, dec, size=256, layer="ls-dr10", pixscale=0.262,
         raise ValueError(f"ra, dec must be finite degrees with |dec| <= 90, got {ra}, {dec}")
     if int(size) != size or size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size!r}")
+    pixscale = u.Quantity(LEGACY_SURVEY_PIXEL_SCALE if pixscale is None else pixscale,
+                          u.arcsec).to_value(u.arcsec)
     if not pixscale > 0:
         raise ValueError(f"pixscale must be positive (arcsec per pixel), got {pixscale!r}")
     bands = "".join(parse_bands(bands))
