@@ -66,7 +66,7 @@ class PerSampleNoise:
         self.key = tuple(int(k) for k in key)
 
     def generators(self, lo, n):
-        """CPU generators of samples ``lo .. lo + n - 1`` of this run (offset by ``start``)."""
+        """CPU generators of the samples from ``lo`` to ``lo + n - 1`` (offset by ``start``)."""
         gens = []
         for i in range(self.start + int(lo), self.start + int(lo) + int(n)):
             state = np.random.SeedSequence([self.seed, *self.key, i]).generate_state(
