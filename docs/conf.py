@@ -14,7 +14,11 @@ is set, which only makes sense online).
 import datetime
 import os
 import sys
+import tempfile
 from importlib import import_module
+
+from docutils import nodes
+from sphinx.transforms import SphinxTransform
 
 try:
     from sphinx_astropy.conf.v2 import *  # noqa: F401,F403
@@ -57,6 +61,25 @@ for _ext in ("sphinx_copybutton",):
             extensions.remove(_ext)
 
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+
+# The command-line reference (docs/cli.rst) is generated from the parser.
+extensions += ["sphinxarg.ext"]
+
+# Tutorials run while the docs build: each ``.. plot::`` block executes (in the
+# page's shared namespace with ``:context:``) and embeds the figure it makes,
+# so every picture on those pages is made from the code shown beside it.  The
+# settings are small (a few galaxies, the bundled model, 10 to 50 network
+# evaluations) so that the build stays in minutes on two CPU cores.
+extensions += ["matplotlib.sphinxext.plot_directive"]
+plot_include_source = True
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 100)]
+plot_rcparams = {"figure.dpi": 100, "savefig.bbox": "tight"}
+plot_pre_code = "import numpy as np\nimport matplotlib.pyplot as plt\n"
+# Files a tutorial writes (cartoon.png, FITS files) go to a scratch folder, not
+# into the source tree.
+plot_working_directory = tempfile.mkdtemp(prefix="astro_sbgm_docs_")
 
 rst_epilog += """
 .. |CCDData| replace:: `~astropy.nddata.CCDData`
@@ -141,3 +164,24 @@ html_static_path = ["_static"] if os.path.isdir(
 
 latex_documents = [("index", project + ".tex", project + " Documentation", author, "manual")]
 man_pages = [("index", project.lower(), project + " Documentation", [author], 1)]
+
+
+# -- The command-line reference -------------------------------------------------
+
+def _cli_keeps_double_dashes(app, doctree):
+    """No smart quotes on the generated command-line page: ``--flag`` stays two hyphens
+    (smart quotes would print an en dash that cannot be copied into a shell)."""
+    if app.env.docname == "cli":
+        for section in doctree.findall(nodes.section):
+            section["support_smartquotes"] = False
+
+
+class _CLIDashes(SphinxTransform):
+    default_priority = 700     # before sphinx's SmartQuotes (750)
+
+    def apply(self):
+        _cli_keeps_double_dashes(self.app, self.document)
+
+
+def setup(app):
+    app.add_transform(_CLIDashes)
