@@ -367,15 +367,15 @@ def _plan_boxes(target, size):
     """Model-size boxes covering the pixels to fill.
 
     Returns a list of ``(y0, x0, assigned)``: box origin (may be negative
-    for an image smaller than the box) and the 2-D boolean map of the
-    pixels this box is responsible for.
+    for an image smaller than the box) and the ``(size, size)`` boolean map
+    of the pixels this box is responsible for, in the box's own frame.
     """
     H, W = target.shape
     y0, x0 = _origin(0, H - 1, H, size), _origin(0, W - 1, W, size)
     ys, xs = np.nonzero(target)
     if ys.min() >= y0 and ys.max() < y0 + size and xs.min() >= x0 and xs.max() < x0 + size:
         # everything fits in one box centred on the image (where a cutout's galaxy is)
-        return [(y0, x0, target.copy())]
+        return [(y0, x0, _take(target, y0, x0, size, False))]
     margin = max(size // 8, 1)
     lim_y = H if H <= size else size - 2 * margin
     lim_x = W if W <= size else size - 2 * margin
@@ -405,11 +405,83 @@ def _plan_boxes(target, size):
             groups.append(box + [[(ys, xs)]])
     out = []
     for y_lo, y_hi, x_lo, x_hi, members in groups:
-        assigned = np.zeros((H, W), bool)
+        by, bx = _origin(y_lo, y_hi, H, size), _origin(x_lo, x_hi, W, size)
+        assigned = np.zeros((size, size), bool)
         for ys, xs in members:
-            assigned[ys, xs] = True
-        out.append((_origin(y_lo, y_hi, H, size), _origin(x_lo, x_hi, W, size), assigned))
+            assigned[ys - by, xs - bx] = True
+        out.append((by, bx, assigned))
     return out
+
+
+def _waves(boxes, size):
+    """Boxes in waves: no two boxes of a wave overlap (greedy colouring, in plan order).
+
+    A box of a later wave sees the pixels filled by earlier waves as known,
+    as when boxes ran one after another; boxes of one wave run in one batch.
+    """
+    waves, spans = [], []
+    for i, (y0, x0, _) in enumerate(boxes):
+        for wave, span in zip(waves, spans):
+            if all(abs(y0 - oy) >= size or abs(x0 - ox) >= size for oy, ox in span):
+                wave.append(i)
+                span.append((y0, x0))
+                break
+        else:
+            waves.append([i])
+            spans.append([(y0, x0)])
+    return waves
+
+
+def _sky_sigma(plane, unknown):
+    """Robust sky noise of a plane from its known pixels (neighbour differences)."""
+    ok = ~unknown[:, 1:] & ~unknown[:, :-1]
+    d = (plane[:, 1:] - plane[:, :-1])[ok]
+    if d.size < 10:
+        return np.nan
+    return float(np.median(np.abs(d - np.median(d))) / 0.6745 / np.sqrt(2.0))
+
+
+def _holds_source(raw, unknown, nsigma=5.0, smooth=2.0):
+    """Whether the known pixels of a box ``(band, S, S)`` show a source in any band.
+
+    Each band is smoothed with a Gaussian of ``smooth`` pixels, normalised
+    by the smoothed map of known pixels (so the unknown ones do not count);
+    a source is a smoothed pixel more than ``nsigma`` times the smoothed sky
+    noise above the known pixels' median.  Boxes without one get drawn sky
+    noise instead of the network (the measured shortcut of full frames).
+    """
+    for band in range(raw.shape[0]):
+        known = ~unknown[band]
+        if known.sum() < 0.25 * known.size:
+            return True
+        sig = _sky_sigma(raw[band], unknown[band])
+        if not np.isfinite(sig) or sig <= 0:
+            return True
+        level = np.median(raw[band][known])
+        num = ndimage.gaussian_filter(np.where(known, raw[band] - level, 0.0), smooth)
+        den = ndimage.gaussian_filter(known.astype(float), smooth)
+        ok = den > 0.3
+        # noise of the smoothed map: sigma * sqrt(sum k^2) / sum k, sum k^2 = 1 / (4 pi s^2)
+        sig_s = sig / (2.0 * np.sqrt(np.pi) * smooth)
+        if (num[ok] / den[ok] > nsigma * sig_s / np.sqrt(den[ok])).any():
+            return True
+    return False
+
+
+class _BoxNoise(PerSampleNoise):
+    """Row ``r`` of a batch of boxes draws from the stream (seed, box_ids[r // K], r % K)."""
+
+    def __init__(self, seed, box_ids, n_draws):
+        super().__init__(seed)
+        self.box_ids = [int(b) for b in box_ids]
+        self.n_draws = int(n_draws)
+
+    def generators(self, lo, n):
+        gens = []
+        for r in range(int(lo), int(lo) + int(n)):
+            b, k = divmod(r, self.n_draws)
+            gens += PerSampleNoise(self.seed, key=(self.box_ids[b],)).generators(k, 1)
+        return gens
 
 
 def _smooth_fill(scaled, unknown, fallback):
@@ -469,9 +541,12 @@ class _Runner:
     """Runs the reverse process over boxes and draws for one call of `inpaint`."""
 
     def __init__(self, model, times, sampler, options, seed, n_draws, batch_size, weights,
-                 progress, cond=None, guidance_scale=1.0, data_weight=0.0):
+                 progress, cond=None, guidance_scale=1.0, data_weight=0.0,
+                 sky_shortcut=True):
         self.model = model
         self.data_weight = float(data_weight)
+        self.sky_shortcut = bool(sky_shortcut)
+        self.n_boxes = self.n_sky_boxes = 0
         self.den = model.denoiser(weights)
         self.wrap = None
         if cond is not None:   # every draw of the galaxy has its one row of conditions
@@ -497,57 +572,79 @@ class _Runner:
         """
         scaler = self.model.scaler_
         nb = raw.shape[1]
-        sig = np.empty(nb)
-        for b in range(nb):
-            ok = ~unknown[b][:, 1:] & ~unknown[b][:, :-1]
-            d = (raw[0, b][:, 1:] - raw[0, b][:, :-1])[ok]
-            sig[b] = np.median(np.abs(d)) / 0.6745 / np.sqrt(2.0) if d.size > 10 else np.nan
+        sig = np.array([_sky_sigma(raw[0, b], unknown[b]) for b in range(nb)])
         fallback = np.nanmedian(sig) if np.isfinite(sig).any() else 1e-3
         sig = np.where(np.isfinite(sig) & (sig > 0), sig, fallback)[None, :, None, None]
         up = scaler.transform(raw + sig)
         down = scaler.transform(raw - sig)
         return np.maximum(np.abs(up - down) / 2.0, 1e-4).astype(np.float32)
 
-    def _box(self, x0_known, unknown, box_index, raw=None):
-        """Draws (K, band, S, S) in [-1, 1] for one box."""
+    def _boxes(self, x0_known, unknown, box_ids, raw):
+        """Draws (B, K, band, S, S) in [-1, 1] for B boxes, in one batched run.
+
+        ``x0_known`` and ``raw`` are (B, K, band, S, S) (network units and
+        nanomaggies), ``unknown`` (B, band, S, S); draw ``k`` of box ``b``
+        comes from the stream (seed, box_ids[b], k) whatever the batching.
+        """
         model, den = self.model, self.den
-        nb = x0_known.shape[1]
+        B, K, nb, S = x0_known.shape[:3] + (x0_known.shape[-1],)
         # zero flux in each band, through the scaler (whose parameters may be per band)
         fallback = model.scaler_.transform(np.zeros((nb, 1, 1))).reshape(nb)
-        init = _smooth_fill(x0_known, unknown, fallback)
+        init = np.concatenate([_smooth_fill(x0_known[b], unknown[b], fallback)
+                               for b in range(B)])
         rule = "noise" if self.rule.stochastic else "consistent"
         device = den.device
-        known = torch.from_numpy(x0_known)
-        unk = torch.from_numpy(np.ascontiguousarray(unknown))[None].to(device)
+        known = torch.from_numpy(np.ascontiguousarray(
+            x0_known.reshape((B * K,) + x0_known.shape[2:])))
+        unk = torch.from_numpy(np.ascontiguousarray(np.repeat(unknown, K, axis=0)))
 
         def guidance(batch):   # put this batch's known pixels back after every step
-            return known_pixel_guidance(den.schedule, known[batch.index].to(device), unk,
-                                        batch.generators, rule)
+            return known_pixel_guidance(den.schedule, known[batch.index].to(device),
+                                        unk[batch.index].to(device), batch.generators, rule)
 
         wrap, grad = self.wrap, False
-        if self.data_weight > 0 and raw is not None:
-            sigma_y = torch.from_numpy(self._sigma_known(raw, unknown))
+        if self.data_weight > 0:
+            sigma_y = torch.from_numpy(np.concatenate(
+                [self._sigma_known(raw[b], unknown[b]) for b in range(B)]))
             known_w = (~unk).to(torch.float32)
 
-            def wrap(den_, batch, inner=self.wrap):
+            def measured(den_, batch, inner=self.wrap):
                 den_ = den_ if inner is None else inner(den_, batch)
-                return KnownPixelGradient(den_, known[batch.index].to(device), known_w,
+                return KnownPixelGradient(den_, known[batch.index].to(device),
+                                          known_w[batch.index].to(device),
                                           sigma_y[batch.index].to(device), self.data_weight)
-            grad = True
+            wrap, grad = measured, True
 
-        # start: the smooth guess noised to times[0]; draw k of box b from stream (seed, b, k)
+        # start: the smooth guess noised to times[0]
         out, nfe = generate(den, init, self.times, self.rule,
-                            PerSampleNoise(self.seed, key=(box_index,)), self.batch_size,
+                            _BoxNoise(self.seed, box_ids, K), self.batch_size,
                             guidance=guidance, wrap=wrap, device=device, grad=grad,
                             progress=self.progress)
-        self.nfe += nfe
-        return out.numpy()
+        self.nfe += nfe * B
+        return out.numpy().reshape((B, K) + out.shape[1:])
+
+    def _sky_draws(self, raw, unknown, box_ids):
+        """Sky-only boxes: Gaussian sky noise around the known pixels' median, (B, K, ...)."""
+        B, K, nb, S = raw.shape[:3] + (raw.shape[-1],)
+        out = np.empty(raw.shape, np.float32)
+        for b in range(B):
+            gens = _BoxNoise(self.seed, [box_ids[b]], K).generators(0, K)
+            z = torch.stack([torch.randn((nb, S, S), generator=g) for g in gens]).numpy()
+            for band in range(nb):
+                ok = ~unknown[b, band]
+                level = float(np.median(raw[b, 0, band][ok])) if ok.any() else 0.0
+                sig = _sky_sigma(raw[b, 0, band], unknown[b, band])
+                out[b, :, band] = level + sig * z[:, band]
+        return out
 
     def fill(self, data, unknown, target):
         """Draws ``(K, band, H, W)`` in nanomaggies: known pixels = ``data``.
 
         ``unknown`` (band, H, W): pixels with no usable value; ``target``
-        (H, W): the pixels whose generated values are wanted.
+        (H, W): the pixels whose generated values are wanted.  Boxes that do
+        not overlap run together (one batched reverse process per wave,
+        `_waves`); a box whose known pixels hold no source
+        (`_holds_source`) gets drawn sky noise when ``sky_shortcut`` is on.
         """
         size = int(self.model.image_size)
         scaler = self.model.scaler_
@@ -555,16 +652,33 @@ class _Runner:
         work = work.astype(np.float32)
         unk = unknown.copy()
         H, W = target.shape
-        for ib, (y0, x0, assigned) in enumerate(_plan_boxes(target, size)):
-            raw_box = _take(work, y0, x0, size, 0.0)
-            x0_known = scaler.transform(raw_box)
-            unk_box = _take(unk, y0, x0, size, True)
-            gen = scaler.inverse_transform(self._box(x0_known, unk_box, ib, raw_box))
-            ys, xs = slice(max(y0, 0), min(y0 + size, H)), slice(max(x0, 0), min(x0 + size, W))
-            local = gen[..., ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
-            put = unk[:, ys, xs] & assigned[ys, xs]
-            work[:, :, ys, xs] = np.where(put, local, work[:, :, ys, xs])
-            unk[:, ys, xs] &= ~assigned[ys, xs]
+        boxes = _plan_boxes(target, size)
+        self.n_boxes, self.n_sky_boxes = len(boxes), 0
+        shortcut = self.sky_shortcut and (H > size or W > size)
+        for wave in _waves(boxes, size):
+            raws = np.stack([_take(work, boxes[i][0], boxes[i][1], size, 0.0) for i in wave])
+            unks = np.stack([_take(unk, boxes[i][0], boxes[i][1], size, True) for i in wave])
+            sky = np.array([shortcut and not _holds_source(raws[j, 0], unks[j])
+                            for j in range(len(wave))], bool)
+            gen = np.empty(raws.shape, np.float32)
+            if sky.any():
+                ids = [wave[j] for j in np.flatnonzero(sky)]
+                gen[sky] = self._sky_draws(raws[sky], unks[sky], ids)
+                self.n_sky_boxes += len(ids)
+            if (~sky).any():
+                ids = [wave[j] for j in np.flatnonzero(~sky)]
+                net = self._boxes(scaler.transform(raws[~sky]), unks[~sky], ids, raws[~sky])
+                gen[~sky] = scaler.inverse_transform(net.reshape((-1,) + net.shape[2:])).reshape(
+                    net.shape)
+            for j, i in enumerate(wave):
+                y0, x0, assigned = boxes[i]
+                ys = slice(max(y0, 0), min(y0 + size, H))
+                xs = slice(max(x0, 0), min(x0 + size, W))
+                local = gen[j][..., ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+                mine = assigned[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+                put = unk[:, ys, xs] & mine
+                work[:, :, ys, xs] = np.where(put, local, work[:, :, ys, xs])
+                unk[:, ys, xs] &= ~mine
         return work
 
 
@@ -609,7 +723,7 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
             steps=None, grid=None, jump_length=None, n_resample=None, seed=None, weights="ema",
             batch_size=16, bands=None, unit=None, hdu=None, progress=False,
             return_draws=False, mask_bits=None, conditions=None, guidance_scale=1.0,
-            data_weight=None, **options):
+            data_weight=None, sky_shortcut=True, **options):
     """Fill the masked pixels of an image with a trained diffusion model.
 
     Parameters
@@ -850,7 +964,7 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     if not data_weight >= 0:
         raise ValueError(f"data_weight must be >= 0 (0: no gradient step), got {data_weight!r}")
     runner = _Runner(model, times, sampler, options, seed, n_draws, batch_size, weights,
-                     progress, cond, guidance_scale, data_weight)
+                     progress, cond, guidance_scale, data_weight, sky_shortcut)
     model_scale = float(model.pixel_scale)
     regrid = (ccd.wcs is not None and abs(pixel_scale_of(ccd.wcs).to_value(u.arcsec)
                                           / model_scale - 1) > 1e-3)
@@ -910,6 +1024,8 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
                        "RePaint jump length, grid points")
     meta["NFE"] = (int(runner.nfe), "network evaluations per draw (backward = 1)")
     meta["DATAWGT"] = (data_weight, "known-pixel gradient step scale (0: none)")
+    meta["NBOXES"] = (int(runner.n_boxes), "model-size boxes inpainted")
+    meta["SKYBOXES"] = (int(runner.n_sky_boxes), "boxes of sky only, filled with sky noise")
     meta["NDRAWS"] = (n_draws, "draws; the data hold their mean")
     meta["SEED"] = (int(seed), "seed of the draws")
     meta["WEIGHTS"] = (weights, "ema = weight average, model = raw")

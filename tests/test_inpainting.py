@@ -15,7 +15,7 @@ import torch
 from astro_sbgm import GalaxyDiffusion, NotFittedError
 from astro_sbgm._cli_inpaint import add_inpaint_parser, write_result
 from astro_sbgm.artifacts import add_satellite_trails
-from astro_sbgm.inpainting import (INPAINT_METHODS, _plan_boxes, inpaint, inpainting_grid,
+from astro_sbgm.inpainting import (INPAINT_METHODS, _plan_boxes, _waves, inpaint, inpainting_grid,
                                    known_pixel_guidance, repaint_times)
 from astro_sbgm.io import AstroSBGMInputWarning, read_image, write_image
 
@@ -76,14 +76,23 @@ def test_boxes_cover_every_target_pixel_once():
     count = np.zeros(target.shape, int)
     for y0, x0, assigned in boxes:
         assert 0 <= y0 <= 70 - 32 and 0 <= x0 <= 90 - 32
-        inside = np.zeros(target.shape, bool)
-        inside[y0:y0 + 32, x0:x0 + 32] = True
-        assert not (assigned & ~inside).any()
-        count += assigned
+        assert assigned.shape == (32, 32)        # in the box's frame, not the image's
+        count[y0:y0 + 32, x0:x0 + 32] += assigned
     assert np.array_equal(count, target.astype(int))
+    # waves: every box once, no two boxes of a wave overlap
+    waves = _waves(boxes, 32)
+    assert sorted(i for w in waves for i in w) == list(range(len(boxes)))
+    assert 1 < len(waves) < len(boxes)
+    for w in waves:
+        for i in w:
+            for j in w:
+                if i < j:
+                    (yi, xi, _), (yj, xj, _) = boxes[i], boxes[j]
+                    assert abs(yi - yj) >= 32 or abs(xi - xj) >= 32
     # small image: one padded box
     (y0, x0, assigned), = _plan_boxes(np.ones((10, 12), bool), 16)
-    assert (y0, x0) == (-3, -2) and assigned.all()
+    assert (y0, x0) == (-3, -2)
+    assert assigned[3:13, 2:14].all() and assigned.sum() == 120
 
 
 # ----------------------------------------------------------------------------- recovery
@@ -387,7 +396,27 @@ def test_larger_image_is_inpainted_in_boxes(model):
     assert np.all(np.isfinite(filled)) and np.all((filled >= 0) & (filled <= 2.0))
     # the fill of a faint sky continues the sky, not a galaxy
     assert np.abs(filled.mean() - big.mean()) < 0.1
-    assert out.meta["NFE"] > 50           # more than one box
+    # pure sky: every box takes the sky shortcut (drawn sky noise, no network)
+    assert out.meta["NBOXES"] > 1 and out.meta["SKYBOXES"] == out.meta["NBOXES"]
+    assert out.meta["NFE"] == 0
+    assert np.std(filled - big.mean()) == pytest.approx(0.01, rel=0.35)
+    net = inpaint(model, big, mask, bands="grz", seed=0, sky_shortcut=False)
+    assert net.meta["SKYBOXES"] == 0 and net.meta["NFE"] > 50       # more than one box
+    assert np.array_equal(net.data[:, ~mask], big[:, ~mask])
+
+
+def test_boxes_batched_in_waves_give_the_draws_of_one_by_one(model):
+    """Draw k of box b comes from its own stream: batching boxes changes no draw."""
+    rng = np.random.default_rng(4)
+    big = np.abs(rng.normal(0.05, 0.01, (3, 20, 44))).astype(np.float32)
+    big[:, 6:14, 16:26] += 1.0                     # a source: no sky shortcut near it
+    mask = np.zeros((20, 44), bool)
+    mask[9:11, :] = True
+    kw = dict(bands="grz", seed=3, n_draws=2, sky_shortcut=False, steps=4, n_resample=1)
+    a = inpaint(model, big, mask, batch_size=16, **kw)
+    b = inpaint(model, big, mask, batch_size=1, **kw)
+    assert a.meta["NBOXES"] > 1
+    np.testing.assert_allclose(a.data, b.data, rtol=1e-4, atol=1e-5)
 
 
 def test_smaller_image_and_missing_band(model, held_out):
@@ -513,6 +542,56 @@ def test_cli_inpaint_writes_the_draws(model, held_out, tmp_path):
     with pytest.raises(FileExistsError, match="overwrite"):
         args.func(parser.parse_args(argv))
     assert _sha(out) == digest
+
+
+# ----------------------------------------------------------------------------- measured method
+def test_known_pixel_gradient_step_is_the_pigdm_step():
+    """With a linear denoiser x0_hat = c x the step is x0 + (s^2/a) c w (y - x0) at known pixels."""
+    from astro_sbgm.diffusion import DiffusionSchedule
+    from astro_sbgm.inpainting import KnownPixelGradient
+
+    schedule = DiffusionSchedule.from_name("linear", timesteps=100)
+
+    class Linear:
+        nfe, clip_x0 = 0, False
+
+        def __init__(self):
+            self.schedule = schedule
+
+        def __call__(self, x, t):
+            self.nfe += 1
+            return 0.5 * x, x
+
+    den = Linear()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    y = torch.rand(2, 3, 8, 8)
+    known = torch.zeros(1, 3, 8, 8)
+    known[..., :4] = 1.0
+    wrapper = KnownPixelGradient(den, y, known, sigma_y=0.1, scale=1.0)
+    x0, eps = wrapper(x, 40.0)
+    a, s = (float(v) for v in schedule.alpha_sigma(torch.tensor(40.0, dtype=torch.float64)))
+    w = 1.0 / (s ** 2 + 0.1 ** 2)
+    expect = 0.5 * x + known * (s ** 2 / a) * 0.5 * w * (y - 0.5 * x)
+    torch.testing.assert_close(x0, expect)
+    torch.testing.assert_close(eps, (x - a * x0) / s)
+    assert torch.equal(x0[..., 4:], 0.5 * x[..., 4:])        # diagonal Jacobian: no crosstalk
+    assert den.nfe == 2                                      # forward + backward
+
+
+def test_measured_method_runs_on_the_engine(model, held_out):
+    truth = held_out[0]
+    mask = _strip()
+    out, draws = inpaint(model, truth, mask, method="measured", n_draws=2, seed=0, steps=6,
+                         return_draws=True)
+    assert out.meta["INPAINT"] == "measured" and out.meta["DATAWGT"] == 1.0
+    assert out.meta["NFE"] == 2 * 6                          # a forward and a backward per step
+    assert np.array_equal(out.data[:, ~mask], truth.data[:, ~mask])
+    assert np.all(np.isfinite(out.data)) and len(draws) == 2
+    plain = inpaint(model, truth, mask, method="measured", seed=0, steps=6, data_weight=0)
+    assert plain.meta["NFE"] == 6 and not np.array_equal(plain.data, draws[0].data)
+    with pytest.raises(ValueError, match="data_weight"):
+        inpaint(model, truth, mask, method="measured", data_weight=-1)
 
 
 # ----------------------------------------------------------------------------- accuracy metric
