@@ -866,12 +866,11 @@ class GalaxyDiffusion:
                 warnings.warn(f"precision='bf16' is used on CUDA devices only; sampling on "
                               f"{self.device_} runs in float32", AstroSBGMTrainingWarning)
         shape = (len(self.bands_), self.image_size, self.image_size)
-        wrap = None
-        if conditions is not None:
-            rows = conditions[start - first:]
+        rows = None if conditions is None else conditions[start - first:]
 
-            def wrap(den, batch):   # classifier-free guidance with this batch's conditions
-                return ClassifierFreeGuidance(den, rows[batch.index], guidance_scale)
+        def guided(den, batch):   # classifier-free guidance with this batch's conditions
+            return ClassifierFreeGuidance(den, rows[batch.index], guidance_scale)
+        wrap = None if conditions is None else guided
         # a batch of one is padded to two: sample i is the same whatever the batching
         x, nfe = generate(den, (n,) + shape, times, rule, PerSampleNoise(seed, start),
                           int(batch_size), wrap=wrap, pad_single=True, device=self.device_,

@@ -322,17 +322,17 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAM
 
     x0, wcs, source, map_cards = _prepare(model, image, bands, unit, hdu, mapping, flux_range)
     # the input noised to times[0] by the forward process, then the reverse process
-    wrap = requested = None
+    requested = cond = None
     if conditions is not None:   # one row of conditions for every draw
         requested, cond = model.read_conditions(conditions, 1)
-
-        def wrap(den, batch):
-            rows = np.repeat(cond, len(batch.generators), axis=0)
-            return ClassifierFreeGuidance(den, rows, guidance_scale)
     elif guidance_scale != 1.0:
         raise ValueError("guidance_scale applies with conditions= (a conditional model)")
+
+    def guided(den, batch):
+        rows = np.repeat(cond, len(batch.generators), axis=0)
+        return ClassifierFreeGuidance(den, rows, guidance_scale)
     out, nfe = generate(den, np.repeat(x0[None], n_draws, axis=0), times, rule, noise,
-                        batch_size, progress=progress, wrap=wrap)
+                        batch_size, progress=progress, wrap=None if cond is None else guided)
     flux = model.scaler_.inverse_transform(out.numpy()).astype(np.float64)
     mean = flux.mean(axis=0).astype(np.float32)
     unc = None

@@ -68,6 +68,7 @@ class _SeedPerImage(PerSampleNoise):
     def generators(self, lo, n):
         return [PerSampleNoise(self.seed + i).generators(0, 1)[0] for i in range(lo, lo + n)]
 
+
 #: g - r and r - z colours (mag) of the cartoons' bulges and disks.
 _COLOURS = {"bulge": (0.9, 0.55), "disk": (0.45, 0.3)}
 

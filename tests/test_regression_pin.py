@@ -116,7 +116,7 @@ def _outputs(model):
     out["sample_heun_one"] = grab(model.sample(1, sampler="heun", steps=5, seed=3, start=2,
                                                progress=False))
     out["sample_ddim_raw"] = grab(model.sample(2, sampler="ddim", steps=5, seed=4,
-                                                weights="model", progress=False, eta=0.5))
+                                               weights="model", progress=False, eta=0.5))
 
     img = make_trivial_dataset(2, size=16, seed=11)
     mask = np.zeros((16, 16), bool)
