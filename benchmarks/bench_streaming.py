@@ -2,34 +2,40 @@
 
 Usage::
 
-    nice python benchmarks/bench_streaming.py [--n 20000] [--n-memory 2000] [--steps 60]
+    nice python benchmarks/bench_streaming.py [--n 20000] [--n-memory 2000] [--steps 40]
         [--warmup 5] [--threads 1] [--workers 1] [--batch 16] [--workdir DIR] [--json out.json]
 
 What it does:
 
 1. writes ``n`` mock 64x64 grz cutouts to disk as a cutout store
    (`astro_sbgm.training_data.write_cutout_store`, from a generator: the
-   writer holds one shard), and the first ``n_memory`` of them as a store and
-   as a folder of FITS files (`astro_sbgm.io.write_image`).  The mocks are
-   ``--unique`` galaxies of `make_mock_legacy_survey` (default 500), repeated
-   with a different rotation or flip per repeat (the galaxies' content does
-   not matter for reading; generating 20,000 GalSim mocks would take longer
-   than the rest of the benchmark).
+   writer holds one shard), the first ``n_memory`` of them as a second store
+   and, for the ``*-fits`` modes, as a folder of FITS files
+   (`astro_sbgm.io.write_image`).  The mocks are ``--unique`` galaxies of
+   `make_mock_legacy_survey` (default 500), repeated with a different
+   rotation or flip per repeat (the galaxies' content does not matter for
+   reading; generating 20,000 GalSim mocks would take longer than the rest
+   of the benchmark).
 2. trains `GalaxyDiffusion`'s default network at width ``--dim`` (16 by
    default: about the 50 ms per image on one core that the streaming issue
    plans with, so reading is tested against a cheap step; the bundled model
    has width 32) with batch ``--batch`` for ``--steps`` steps, each run in a
    fresh process (so each peak memory is its own), in the order of
-   ``--modes`` (by default ``memory`` first and last, the reference being
-   the mean of the two, so a drift of the machine's load cancels):
+   ``--modes`` (by default ``memory,stream,stream-small,memory``: the
+   reference is the mean of the two ``memory`` runs, so a drift of the
+   machine's load cancels):
 
-   * ``memory``: the FITS folder of ``n_memory`` with ``stream=False`` (the
+   * ``memory``: the store of ``n_memory`` with ``stream=False`` (the
      in-memory path: every image read, then held as fluxes and as the scaled
      tensor);
-   * ``stream-fits``: the same folder, streamed (one FITS read per image per
-     use, ``--workers`` DataLoader workers);
-   * ``stream-small``: the store of ``n_memory``, streamed;
-   * ``stream``: the store of ``n``, streamed.
+   * ``stream``: the store of ``n``, streamed (``--workers`` DataLoader
+     workers);
+   * ``stream-small``: the store of ``n_memory``, streamed (against
+     ``stream``: the memory does not grow with the set);
+   * ``memory-fits`` and ``stream-fits`` (not run by default): the FITS
+     folder of ``n_memory``, in memory (which also holds the list of
+     CCDData while reading: more than ``memory``) or streamed (one FITS read
+     per image per use).
 
    For each: the peak resident memory of the training process
    (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) and its growth from just
@@ -70,7 +76,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("memory", "stream-fits", "stream-small", "stream")
+MODES = ("memory", "stream", "stream-small", "memory-fits", "stream-fits")
 PAPER_N, PAPER_SIZE, PAPER_BANDS = 300_000, 256, 3
 
 
@@ -102,7 +108,7 @@ def _base(n, size, seed):
     return make_mock_legacy_survey(n=n, size=size, seed=seed)
 
 
-def write_sets(workdir, n, n_memory, unique):
+def write_sets(workdir, n, n_memory, unique, fits=True):
     from astro_sbgm.io import write_image
     from astro_sbgm.training_data import write_cutout_store
     t0 = time.perf_counter()
@@ -111,12 +117,14 @@ def write_sets(workdir, n, n_memory, unique):
     t_store = time.perf_counter() - t0
     write_cutout_store(_mocks(n_memory, unique, 64, arrays=True), workdir / "store_small",
                        bands="grz", overwrite=True)
-    folder = workdir / "fits"
-    folder.mkdir(exist_ok=True)
-    for i, ccd in enumerate(_mocks(n_memory, unique, 64)):
-        write_image(ccd, folder / f"cutout_{i:06d}.fits", overwrite=True)
-    return {"store_s": t_store, "store_bytes": _du(workdir / "store"),
-            "fits_bytes_per_image": _du(folder) / n_memory}
+    out = {"store_s": t_store, "store_bytes": _du(workdir / "store")}
+    if fits:
+        folder = workdir / "fits"
+        folder.mkdir(exist_ok=True)
+        for i, ccd in enumerate(_mocks(n_memory, unique, 64)):
+            write_image(ccd, folder / f"cutout_{i:06d}.fits", overwrite=True)
+        out["fits_bytes_per_image"] = _du(folder) / n_memory
+    return out
 
 
 def _du(path):
@@ -130,11 +138,12 @@ def child(args):
     from astro_sbgm import GalaxyDiffusion
     from astro_sbgm.training import Trainer
     workdir = Path(args.workdir)
-    X, kwargs = {"memory": (workdir / "fits", {"stream": False}),
+    X, kwargs = {"memory": (workdir / "store_small", {"stream": False}),
+                 "memory-fits": (workdir / "fits", {"stream": False}),
                  "stream-fits": (workdir / "fits", {"stream": True}),
                  "stream-small": (workdir / "store_small", {"stream": True}),
                  "stream": (workdir / "store", {"stream": True})}[args.child]
-    if args.child != "memory":
+    if args.child.startswith("stream"):
         kwargs["num_workers"] = args.workers
     stamps = []
     original = Trainer.train_step
@@ -213,14 +222,14 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--n-memory", type=int, default=2000)
     parser.add_argument("--unique", type=int, default=500)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dim", type=int, default=16,
                         help="U-Net width (16: about the issue's 50 ms per image on one core)")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--modes", default="memory,stream,stream-fits,stream-small,memory",
+    parser.add_argument("--modes", default="memory,stream,stream-small,memory",
                         help="runs, in order (memory twice: before and after the others, "
                         "the reference is their mean)")
     parser.add_argument("--workdir", default=None, help="kept when given (else a temporary "
@@ -238,13 +247,18 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     try:
-        result = {"args": vars(args), "sets": write_sets(workdir, args.n, args.n_memory,
-                                                         args.unique)}
+        modes = args.modes.split(",")
+        unknown = sorted(set(modes) - set(MODES))
+        if unknown:
+            parser.error(f"unknown mode(s) {unknown}; known: {MODES}")
+        result = {"args": vars(args),
+                  "sets": write_sets(workdir, args.n, args.n_memory, args.unique,
+                                     fits=any(m.endswith("fits") for m in modes))}
         print(f"wrote {args.n} cutouts as a store in {result['sets']['store_s']:.1f} s "
               f"({result['sets']['store_bytes'] / 2**20:.0f} MiB), and {args.n_memory} as a "
-              "store and as FITS files", flush=True)
+              "store (and as FITS files for the *-fits modes)", flush=True)
         runs = []
-        for mode in args.modes.split(","):
+        for mode in modes:
             cmd = [sys.executable, __file__, "--child", mode, "--workdir", str(workdir),
                    "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--batch", str(args.batch), "--threads", str(args.threads),
