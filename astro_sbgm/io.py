@@ -437,7 +437,10 @@ def _bands_from_header(header, nbands):
         return parse_bands(names)
     filters = _filter_cards_of(header)
     if filters:
-        return _letters_of_filters(filters, "a FILTERn card")
+        try:
+            return _letters_of_filters(filters, "a FILTERn card")
+        except ValueError:     # not filters astro_sbgm knows: as if there were none
+            pass
     if nbands == 1:
         for key in ("BAND", "FILTER"):
             if key in header and str(header[key]).strip():
@@ -451,17 +454,27 @@ def _bands_from_header(header, nbands):
 def _header_filters(header, letters):
     """The full filter names of an image's planes: its ``FILTERn`` cards, else Legacy Survey.
 
-    Raises ValueError when ``FILTERn`` cards name another number of planes or
-    filters whose band letters are not ``letters``.
+    Raises ValueError when the ``FILTERn`` cards name filters whose band letters
+    are not ``letters``; warns (and takes the Legacy Survey filters) when they
+    are not known filters or name another number of planes.
     """
     cards = _filter_cards_of(header)
+    legacy = tuple(LEGACY_SURVEY_FILTERS[b] for b in letters)
     if not cards:
-        return tuple(LEGACY_SURVEY_FILTERS[b] for b in letters)
-    filters = tuple(f.name for f in parse_filters(cards))
+        return legacy
+    try:
+        filters = tuple(f.name for f in parse_filters(cards))
+    except (ValueError, TypeError) as err:
+        warnings.warn(f"the FILTERn cards {cards} are not filters astro_sbgm knows ({err}); "
+                      f"the bands {list(letters)} are taken as the Legacy Survey's {list(legacy)}",
+                      AstroSBGMInputWarning)
+        return legacy
     if len(filters) != len(letters):
-        raise ValueError(f"the input records {len(letters)} band(s) {list(letters)} but "
-                         f"{len(filters)} FILTERn card(s) {list(filters)}; fix its FILTERn "
-                         "cards (one full filter name per plane) or remove them")
+        warnings.warn(f"the input records {len(letters)} band(s) {list(letters)} but "
+                      f"{len(filters)} FILTERn card(s) {list(filters)}; the FILTERn cards are "
+                      f"ignored and the bands taken as the Legacy Survey's {list(legacy)}",
+                      AstroSBGMInputWarning)
+        return legacy
     found = _letters_of_filters(filters, "a FILTERn card")
     if found != tuple(letters):
         raise ValueError(f"the FILTERn cards {list(filters)} disagree with the band letters "

@@ -58,6 +58,12 @@ def test_filter_cards_are_written_read_and_checked(tmp_path):
         io.read_image(path, bands="hsc:g,hsc:r,hsc:z")
     with pytest.raises(ValueError, match="no band letter"):
         io.read_image(data[:1], bands="euclid:VIS")
+    # FILTERn cards that are not known filters (an instrument's own names) are ignored
+    odd = fits.PrimaryHDU(data, header=fits.Header({"BUNIT": "nanomaggy", "BANDS": "g,r,z",
+                                                    "FILTER0": "Open", "FILTER1": "Open",
+                                                    "FILTER2": "Open"}))
+    with pytest.warns(AstroSBGMInputWarning, match="not filters astro_sbgm knows"):
+        assert io.read_image(odd).meta["FILTER0"] == "decam:g"
 
 
 def test_make_image_and_write_image_flags_and_draws(tmp_path):
