@@ -26,7 +26,7 @@ PINNED = {
     'elbo':
         {'sha256': '080aaca0461ce51edc2de0dd', 'first': -1005.3082275390625, 'nfe': None},
     'inpaint_boxes':
-        {'sha256': '743ff0e29a9d417bb7adb4e1', 'first': 0.003669113852083683, 'nfe': 100},
+        {'sha256': '011172400e59d2155675c797', 'first': 0.003669113852083683, 'nfe': 100},
     'inpaint_fast':
         {'sha256': '9e670e869a539fae5d5b4c86', 'first': 0.003669113852083683, 'nfe': 50},
     'inpaint_paper':
