@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from .exceptions import AstroSBGMInputWarning
-from .io import _expand_paths, read_image, read_images, select_bands, to_model_grid
+from .io import expand_paths, read_image, read_images, select_bands, to_model_grid
 from .preprocessing import (_evenly_spaced, _percentiles, _sky_from_spreads, _sky_spread,
                             _truncation_from_percentiles)
 
@@ -378,7 +378,7 @@ class _StoreSource(_Source):
 def _iter_images(images, bands):
     """Canonical images one at a time, from anything `read_images` takes or an iterable."""
     if isinstance(images, (str, os.PathLike)):
-        for path in _expand_paths(images):
+        for path in expand_paths(images):
             yield read_image(path, bands=bands)
     elif isinstance(images, np.ndarray) and images.ndim == 4:
         for a in images:
@@ -386,7 +386,7 @@ def _iter_images(images, bands):
     elif isinstance(images, (list, tuple)):
         for item in images:
             if isinstance(item, (str, os.PathLike)):
-                for path in _expand_paths(item):
+                for path in expand_paths(item):
                     yield read_image(path, bands=bands)
             else:
                 yield from read_images(item, bands=bands)
@@ -628,7 +628,7 @@ def open_training_set(X, bands, image_size, pixel_scale, input_bands=None, strea
         if p.is_dir() and (p / STORE_MARKER).is_file():
             source = _StoreSource(CutoutStore(p), grid)
         elif p.is_dir() or (not p.exists() and any(c in str(X) for c in "*?[")):
-            source = _Files(_expand_paths(X), grid, input_bands,
+            source = _Files(expand_paths(X), grid, input_bands,
                             what=f"the directory or pattern {str(X)!r}")
             big = None
     if source is None:

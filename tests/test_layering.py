@@ -24,7 +24,6 @@ KNOWN_PRIVATE_READS = {
     ("astro_sbgm.datasets._sed_mock", "astro_sbgm.bands", "_band_ratio"),
     ("astro_sbgm.datasets._sed_mock", "astro_sbgm.bands", "_template_sampled"),
     # streaming training reuses io's path expansion and the scaler's statistics (issue 20)
-    ("astro_sbgm.training_data", "astro_sbgm.io", "_expand_paths"),
     ("astro_sbgm.training_data", "astro_sbgm.preprocessing", "_evenly_spaced"),
     ("astro_sbgm.training_data", "astro_sbgm.preprocessing", "_percentiles"),
     ("astro_sbgm.training_data", "astro_sbgm.preprocessing", "_sky_from_spreads"),
