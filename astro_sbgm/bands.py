@@ -80,7 +80,8 @@ __all__ = ["BAND_WAVELENGTHS", "LEGACY_SURVEY_PIXEL_SCALE", "LEGACY_SURVEY_FILTE
            "parse_bands", "parse_filters", "effective_wavelength", "get_filter",
            "register_filter", "unregister_filter", "available_filters", "band_letter",
            "filter_cards", "filters_from_meta", "interpolation_weights",
-           "ab_magnitude", "synthetic_flux", "galaxy_template", "fit_colour_terms",
+           "ab_magnitude", "synthetic_flux", "galaxy_template", "template_flux_ratios",
+           "fit_colour_terms",
            "flux_mapping"]
 
 #: Effective (pivot) wavelengths of the known bands.
@@ -1161,6 +1162,46 @@ def _template_sampled(name, redshift, ebv):
         raise ValueError(f"ebv (E(B-V), mag) must be a finite number >= 0, got {ebv!r}")
     att = 10 ** (-0.4 * _calzetti_k(lam / 1e4) * ebv)
     return _Sampled(lam * (1.0 + redshift), fnu * att, f"template {name}")
+
+
+def template_flux_ratios(name, redshift, ebv, filters, reference="decam:r"):
+    """Fluxes of a galaxy template through filters, relative to a reference filter.
+
+    What `astro_sbgm.datasets.make_mock_survey` gives each galaxy component:
+    the band-averaged f_nu of the template `galaxy_template` ``(name,
+    redshift, ebv)`` through each filter, divided by that through
+    ``reference`` (photon-counting, as `synthetic_flux`).
+
+    Parameters
+    ----------
+    name : str
+        One of `TEMPLATE_NAMES`.
+    redshift, ebv : float
+        Redshift (>= 0) and Calzetti E(B-V) (mag, >= 0).
+    filters : str or sequence
+        Anything `parse_filters` takes.
+    reference : str or `Filter`
+        The filter the fluxes are relative to.
+
+    Returns
+    -------
+    `numpy.ndarray`
+        One ratio per filter.
+
+    Raises
+    ------
+    ValueError
+        For an unknown template or filter, a negative redshift or E(B-V), or
+        a filter the template's spectrum does not cover.
+
+    Examples
+    --------
+    >>> float(template_flux_ratios("E", 0.1, 0.0, "decam:r")[0])
+    1.0
+    """
+    sampled = _template_sampled(name, redshift, ebv)
+    r_ref = _band_ratio(sampled, parse_filters(reference)[0])
+    return np.array([_band_ratio(sampled, f) for f in parse_filters(filters)]) / r_ref
 
 
 def galaxy_template(name, redshift=0.0, ebv=0.0, *, magnitude=22.5 * u.mag, band="decam:r"):

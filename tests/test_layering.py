@@ -20,9 +20,6 @@ PACKAGE = "astro_sbgm"
 #: Private names still read across modules, by (importer, target module, name).  Each is a
 #: debt of issue 15 (the owner named); the list may only shrink.
 KNOWN_PRIVATE_READS = {
-    # bands: the SED mock's private helpers (issue 18's modules)
-    ("astro_sbgm.datasets._sed_mock", "astro_sbgm.bands", "_band_ratio"),
-    ("astro_sbgm.datasets._sed_mock", "astro_sbgm.bands", "_template_sampled"),
     # streaming training reuses io's path expansion and the scaler's statistics (issue 20)
     ("astro_sbgm.training_data", "astro_sbgm.preprocessing", "_evenly_spaced"),
     ("astro_sbgm.training_data", "astro_sbgm.preprocessing", "_percentiles"),

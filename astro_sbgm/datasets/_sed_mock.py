@@ -176,9 +176,7 @@ def _draw_seds(rng, p):
 
 def _filter_ratios(template, z, ebv, filters, ref):
     """Flux in each filter relative to the reference filter for one template."""
-    sampled = _bands._template_sampled(template, z, ebv)
-    r_ref = _bands._band_ratio(sampled, ref)
-    return np.array([_bands._band_ratio(sampled, f) for f in filters]) / r_ref
+    return _bands.template_flux_ratios(template, z, ebv, filters, ref)
 
 
 def _mix_ratios(spec, z, filters, ref):
