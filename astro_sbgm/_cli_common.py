@@ -70,8 +70,10 @@ def add_seed(parser, what, default=0):
 def add_input_bands(parser):
     """``--input-bands``: band names of input files that do not record them."""
     parser.add_argument("--input-bands", dest="input_bands", metavar="BANDS", default=None,
-                        help="band names of the input files, in order (e.g. grz), for "
-                        "files that do not record them (BANDS or BANDn cards)")
+                        help="band names of the input files, in order (e.g. grz, or full "
+                        "filter names such as sdss:g,sdss:r,sdss:z for another survey's "
+                        "filters), for files that do not record them (BANDS, BANDn or "
+                        "FILTERn cards)")
     add_deprecated(parser, "--bands", "input_bands", "use --input-bands (--bands names the "
                    "bands of a new model, in train only)")
 
