@@ -65,5 +65,7 @@ class AstroSBGMConditionWarning(AstroSBGMWarning):
 
 
 class AstroSBGMDeprecationWarning(AstroSBGMWarning, AstropyDeprecationWarning):
-    """A name (an argument, a function, a command-line option) that still works but is
-    deprecated: it goes in the next release; the message names its replacement."""
+    """A deprecated name (argument, function, command-line option), kept for one release.
+
+    The message names the replacement.
+    """
