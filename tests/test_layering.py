@@ -20,7 +20,7 @@ PACKAGE = "astro_sbgm"
 #: Private names still read across modules, by (importer, target module, name).  Each is a
 #: debt of issue 15 (the owner named); the list may only shrink.
 KNOWN_PRIVATE_READS = {
-    # streaming training reuses io's path expansion and the scaler's statistics (issue 20)
+    # streaming training reuses the flux scaler's statistics (issue 20)
     ("astro_sbgm.training_data", "astro_sbgm.preprocessing", "_evenly_spaced"),
     ("astro_sbgm.training_data", "astro_sbgm.preprocessing", "_percentiles"),
     ("astro_sbgm.training_data", "astro_sbgm.preprocessing", "_sky_from_spreads"),
