@@ -79,6 +79,7 @@ from astro_sbgm.metrics import measure_galaxies
 from astro_sbgm.metrics._inpainting import inpainting_accuracy, inpainting_calibration
 
 _NUMERIC = {"steps": int, "t_start": float, "jump_length": int, "n_resample": int,
+            "data_weight": float,
             "eta": float}
 YARDSTICKS = ("interpolate", "perfect-draw", "perfect-mean")
 KINDS = ("trail", "star", "column")
@@ -295,6 +296,51 @@ def score(name, fills, truths, rms, mask, core, bands, cat_true, rng, ref=None):
     return row, (nb_, good)
 
 
+# --------------------------------------------------------------------------- figure
+def figure(path, fills, truths, mask, rms, bands, method, n_show=4):
+    """The paper's Fig. 6 for the first ``n_show`` images: truth, defaced, repaired (draw 0),
+    residual / sigma (r band), uncertainty (std of the draws, r band, in sigma)."""
+    from matplotlib.figure import Figure
+    from astro_sbgm.visualization import rgb_composite
+
+    n_show = min(n_show, fills.shape[0])
+    K = fills.shape[1]
+    cols = ["truth", "defaced (mask)", f"repaired ({method}, one draw)",
+            "residual / sigma (r)", f"spread of {K} draws / sigma (r)" if K > 1 else "--"]
+    fig = Figure(figsize=(2.3 * len(cols), 2.3 * n_show + 0.4))
+    axes = fig.subplots(n_show, len(cols), squeeze=False)
+    r = list(bands).index("r") if "r" in bands else 0
+    for i in range(n_show):
+        t = np.asarray(truths[i].data, float)
+        m = np.asarray(mask[i], bool)
+        defaced = np.where(m, np.nan, t)
+        rgb_t = rgb_composite(t, bands=bands)
+        rgb_d = rgb_composite(np.where(m, 0.0, t), bands=bands)
+        rgb_d[m.any(axis=0)] = (1.0, 0.0, 1.0)
+        rgb_f = rgb_composite(fills[i, 0].astype(float), bands=bands)
+        res = (fills[i, 0, r] - t[r]) / rms[i, r]
+        res = np.where(m[r], res, np.nan)
+        panels = [(rgb_t, {}), (rgb_d, {}), (rgb_f, {}),
+                  (res, {"cmap": "RdBu_r", "vmin": -5, "vmax": 5})]
+        if K > 1:
+            spread = np.where(m[r], fills[i, :, r].std(axis=0, ddof=1) / rms[i, r], np.nan)
+            panels.append((spread, {"cmap": "viridis", "vmin": 0, "vmax": 5}))
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(panels):
+                ax.axis("off")
+                continue
+            im = ax.imshow(panels[j][0], origin="lower", **panels[j][1])
+            if i == 0:
+                ax.set_title(cols[j], fontsize="small")
+            if j >= 3 and i == n_show - 1:
+                fig.colorbar(im, ax=axes[:, j].tolist(), orientation="horizontal",
+                             fraction=0.03, pad=0.02)
+        del defaced
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
 # --------------------------------------------------------------------------- output
 def _pct(v):
     return "--" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
@@ -351,6 +397,9 @@ def main(argv=None):
                    help="directory for the fills (reused when present)")
     p.add_argument("--json", default=None, help="write the rows here")
     p.add_argument("--rst", default=None, help="write the RST table here")
+    p.add_argument("--figure", default=None,
+                   help="write the paper's Fig. 6 (first 4 trail images) here (.png)")
+    p.add_argument("--figure-method", default="fast", help="method shown in --figure")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python benchmarks/bench_inpainting.py " + " ".join(
@@ -400,6 +449,8 @@ def main(argv=None):
             row.update({"kind": kind, "nfe_per_image": nfe, "seconds_per_image": sec,
                         "options": {"method": method, **kw}})
             rows.append(row)
+            if args.figure and kind == "trail" and name == args.figure_method:
+                figure(args.figure, fills, truths, masks[kind], rms, bands, name)
             fw, fc = row["frac_within"], row["frac_of_ceiling"]
             print(f"{kind:>6s} {name:>14s} n={n:3d} K={K}: within10 {_pct(fw[0])}% "
                   f"({_pct(fw[1])}-{_pct(fw[2])}), {_pct(fc[0])}% of ceiling "
