@@ -133,7 +133,9 @@ def build_parser():
     q.set_defaults(func=_cmd_quickstart)
 
     t = sub.add_parser("train", help="train a model on FITS cutouts or mock data")
-    t.add_argument("inputs", nargs="*", help="FITS files, directories or globs")
+    t.add_argument("inputs", nargs="*", help="FITS files, directories or globs, a "
+                   "make_cutouts index.ecsv or a cutout store (one large folder, index or "
+                   "store is streamed from disk)")
     t.add_argument("--mock", type=int, metavar="N", help="train on N mock galaxies instead")
     t.add_argument("-o", "--output", required=True, help="folder for the saved model")
     t.add_argument("--train-steps", type=int, default=10_000)
@@ -467,7 +469,8 @@ def _cmd_train(args):
     est = _model_from_args(args)
     data = (make_mock_legacy_survey(args.mock, size=est.image_size, bands=args.bands,
                                     seed=args.seed)
-            if args.mock else list(args.inputs))
+            if args.mock else args.inputs[0] if len(args.inputs) == 1  # a folder may stream
+            else list(args.inputs))
     ckpt = args.checkpoint_dir or str(out / "checkpoints")
     from . import distributed
     from .training import TrainingInterrupted
