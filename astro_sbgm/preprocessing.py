@@ -13,10 +13,14 @@ bright cores are compressed rather than flattened.
 """
 
 import json
-import warnings
 
 import numpy as np
 from astropy.nddata import NDData
+
+from ._flux_statistics import (evenly_spaced as _evenly_spaced,
+                               image_percentiles as _percentiles, planes as _planes,
+                               sky_from_spreads as _sky_from_spreads, sky_spread as _sky_spread,
+                               truncation_from_percentiles as _truncation_from_percentiles)
 
 __all__ = ["FluxScaler", "kmeans_truncation_point", "sky_sigma"]
 
@@ -30,43 +34,6 @@ def _finite_float(value, name):
     if isinstance(value, bool) or not np.isfinite(out):
         raise ValueError(f"{name} must be a finite number of nanomaggies, got {value!r}")
     return out
-
-
-def _kmeans_1d(values, n_iter=100):
-    """Two-cluster k-means in one dimension; returns the sorted centres."""
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    c = np.array([v[0], v[-1]], dtype=np.float64)
-    for _ in range(n_iter):
-        boundary = 0.5 * (c[0] + c[1])
-        lo, hi = v[v <= boundary], v[v > boundary]
-        if len(lo) == 0 or len(hi) == 0:
-            break
-        new = np.array([lo.mean(), hi.mean()])
-        if np.allclose(new, c):
-            break
-        c = new
-    return c
-
-
-def _planes(image):
-    """One image as float64 ``(band, y, x)`` (a copy), masked pixels as NaN."""
-    if isinstance(image, NDData):
-        data = np.array(image.data, dtype=np.float64)
-        if image.mask is not None:
-            data[np.broadcast_to(np.asarray(image.mask, bool), data.shape)] = np.nan
-    else:
-        data = np.array(image, dtype=np.float64)
-    return data[None] if data.ndim == 2 else data
-
-
-def _percentiles(image, percentile):
-    """The ``percentile`` of every plane of one ``(band, y, x)`` image (NaN ignored)."""
-    data = _planes(image)
-    if data.ndim != 3:
-        raise ValueError(f"each image must be (band, y, x), got shape {data.shape}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN planes give NaN
-        return np.nanpercentile(data.reshape(data.shape[0], -1), percentile, axis=1)
 
 
 def _per_band(value, name):
@@ -140,35 +107,6 @@ def sky_sigma(images, border=4, max_images=2000):
     return _sky_from_spreads([_sky_spread(stack[i], border) for i in pick])
 
 
-def _evenly_spaced(n, most):
-    """At most ``most`` indices of ``range(n)``, evenly spaced, first and last included."""
-    return np.unique(np.linspace(0, n - 1, min(n, int(most))).round().astype(int))
-
-
-def _sky_spread(im, border=4):
-    """Per band, median minus 15.87th percentile of an image's outer frame (float64)."""
-    im = np.asarray(im, dtype=np.float64)
-    b = int(border)
-    frame = np.ones(im.shape[-2:], bool)
-    if min(im.shape[-2:]) > 2 * b:
-        frame[b:-b, b:-b] = False
-    pix = im[:, frame]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        q16, q50 = np.nanpercentile(pix, [15.865, 50.0], axis=1)
-    return q50 - q16
-
-
-def _sky_from_spreads(per):
-    """The sky sigma per band: the median over images of `_sky_spread`."""
-    sig = np.nanmedian(np.array(per), axis=0)
-    if not np.all(np.isfinite(sig) & (sig > 0)):
-        raise ValueError(f"could not measure a sky noise in every band (got {sig} nanomaggies): "
-                         "the images look noiseless; give lower= and softening= as numbers "
-                         "instead of 'auto'")
-    return sig
-
-
 def kmeans_truncation_point(images, percentile=99.9):
     """Estimate the paper's truncation point ``A``.
 
@@ -209,17 +147,6 @@ def kmeans_truncation_point(images, percentile=99.9):
                              "4-D array or a list of (band, y, x) images")
         per = _percentiles(arr.reshape(-1, *arr.shape[2:]), percentile)
     return _truncation_from_percentiles(per)
-
-
-def _truncation_from_percentiles(per):
-    """``A`` from the per-galaxy, per-band percentiles (the k-means boundary)."""
-    per = np.asarray(per, dtype=np.float64).ravel()
-    per = per[np.isfinite(per)]
-    if per.size < 2 or np.ptp(per) == 0:
-        raise ValueError("need at least two galaxy/band percentiles that differ to estimate "
-                         "the truncation point; give more images or a fixed upper=")
-    c = _kmeans_1d(per)
-    return float(0.5 * (c[0] + c[1]))
 
 
 class FluxScaler:

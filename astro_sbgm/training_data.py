@@ -46,8 +46,10 @@ import torch
 
 from .exceptions import AstroSBGMInputWarning
 from .io import expand_paths, read_image, read_images, select_bands, to_model_grid
-from .preprocessing import (_evenly_spaced, _percentiles, _sky_from_spreads, _sky_spread,
-                            _truncation_from_percentiles)
+from ._flux_statistics import (evenly_spaced as _evenly_spaced,
+                               image_percentiles as _percentiles,
+                               sky_from_spreads as _sky_from_spreads, sky_spread as _sky_spread,
+                               truncation_from_percentiles as _truncation_from_percentiles)
 
 __all__ = ["write_cutout_store", "CutoutStore", "StreamingData", "open_training_set",
            "fit_flux_scaler", "default_num_workers", "STORE_MARKER", "SCALER_IMAGES",
