@@ -31,12 +31,20 @@ with ``x0`` the known image:
 
 Methods (`INPAINT_METHODS`):
 
-``"fast"`` (default)
+``"measured"`` (default)
+    The known pixels are read as noisy measurements: ancestral steps with
+    the posterior variance on 30 Karras grid points, the known pixels put
+    back after every step as above, and at every step the network's
+    prediction is pulled toward the known pixels by a gradient step taken
+    through the network and weighed by each pixel's inverse variance
+    (`KnownPixelGradient`, PiGDM-style; ``data_weight=4`` scales it, 0
+    turns it off).  A forward and a backward pass per step: 60 network
+    evaluations per image and box.  Chosen by the protocol of
+    ``benchmarks/bench_inpainting.py`` (docs/inpainting.rst).
+``"fast"``
     A short RePaint schedule on deterministic DDIM (``eta = 0``): 20
     uniform grid points from ``t_start``, jumps of 5 points, 3 passes: 50
-    network evaluations per image and box.  On the benchmark
-    (``benchmarks/bench_inpainting.py``) resampling beat plain DDIM at the
-    same cost.
+    network evaluations per image and box.
 ``"paper"``
     The paper's method: ancestral (``ddpm``, ``sigma_t^2 = beta_t``) steps
     on every integer timestep from ``t_start = 950`` down to 0 (951
@@ -92,7 +100,7 @@ from astropy.nddata import NDData, StdDevUncertainty
 from scipy import ndimage
 
 from . import io as _io
-from .bands import LEGACY_SURVEY_FILTERS, filters_from_meta, parse_bands, parse_filters
+from .bands import LEGACY_SURVEY_FILTERS, parse_bands
 from .filter_mapping import filter_mapping
 from .diffusion import ClassifierFreeGuidance, get_sampler, make_grid
 from .diffusion.engine import DenoiserWrapper, generate
@@ -115,7 +123,7 @@ INPAINT_METHODS = {
     "repaint": {"sampler": "ddpm", "options": {"variance": "posterior"}, "steps": 100,
                 "grid": "uniform", "jump_length": 10, "n_resample": 10},
     "measured": {"sampler": "ddpm", "options": {"variance": "posterior"}, "steps": 30,
-                 "grid": "karras", "jump_length": 5, "n_resample": 1, "data_weight": 1.0},
+                 "grid": "karras", "jump_length": 5, "n_resample": 1, "data_weight": 4.0},
 }
 
 #: Fraction of T at which the reverse process starts (the paper: 950 of 1000).
@@ -719,7 +727,7 @@ def _regridded_fill(runner, data, unknown, target, wcs, model_scale):
     return back
 
 
-def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sampler=None,
+def inpaint(model, image, mask=None, method="measured", n_draws=1, t_start=None, sampler=None,
             steps=None, grid=None, jump_length=None, n_resample=None, seed=None, weights="ema",
             batch_size=16, bands=None, unit=None, hdu=None, progress=False,
             return_draws=False, mask_bits=None, conditions=None, guidance_scale=1.0,
@@ -748,7 +756,7 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         variance).  Non-finite pixels are always filled.  A given ``mask``
         replaces the image's own mask.  With ``mask_bits``, ``mask`` is a bit
         mask instead, such as a Legacy Survey ``maskbits`` file.
-    method : {"fast", "paper", "repaint"}
+    method : {"measured", "fast", "paper", "repaint"}
         See `INPAINT_METHODS` and the module docstring.
     n_draws : int
         Independent fills.  The result holds their mean, and with
@@ -802,6 +810,18 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
     guidance_scale : float
         The guidance scale with ``conditions`` (see
         `~astro_sbgm.GalaxyDiffusion.sample`).
+    data_weight : float, optional
+        Scale of the known-pixel gradient step (`KnownPixelGradient`);
+        default: the method's (4 for ``"measured"``, 0 for the others).
+        Each step then costs a forward and a backward pass, both counted
+        in ``NFE``.
+    sky_shortcut : bool
+        For an image larger than the model: a box whose known pixels hold
+        no source (no smoothed pixel 5 sigma above the box's median in any
+        band) is filled with Gaussian sky noise of the box's own level and
+        noise (measured from its known pixels) instead of running the
+        network.  ``meta['SKYBOXES']`` counts them.  Cutouts (one box) never
+        take it.
     **options
         Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm);
         they replace the method's own options (``variance="posterior"`` for
@@ -835,7 +855,10 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         * ``meta``: ``INPAINT`` (method), ``INPSAMP`` (sampler),
           ``DDPMVAR`` (``beta`` or ``posterior``, for the ddpm sampler),
           ``INPSTEPS`` (grid points), ``TSTART``, ``NRESAMP``, ``JUMPLEN``, ``NFE``
-          (network evaluations per draw), ``NDRAWS``, ``SEED``, ``WEIGHTS``,
+          (network evaluations per draw, a backward pass counted as one),
+          ``DATAWGT`` (known-pixel gradient scale), ``NBOXES`` and
+          ``SKYBOXES`` (boxes, and boxes of sky only filled with sky noise),
+          ``NDRAWS``, ``SEED``, ``WEIGHTS``,
           ``NFILLED`` (pixels generated), ``TRSTEPS``, and ``DRAWMEAN``
           (True: the filled pixels are a mean of ``NDRAWS`` draws); with
           ``conditions``, ``GUIDANCE`` and ``CONDNj``/``CONDVj``/``CONDUj``
@@ -904,9 +927,9 @@ def inpaint(model, image, mask=None, method="fast", n_draws=1, t_start=None, sam
         raw, in_unit = np.asarray(ccd.data), u.nanomaggy
     in_bands = parse_bands(ccd.meta["BANDS"])
     # bands are matched by filter name: "sdss:g" is not the model's "decam:g"
-    in_filters = tuple(f.name for f in filters_from_meta(ccd.meta))
+    in_filters = _io.image_filters(ccd)
     model_bands = tuple(model.bands_)
-    model_filters = tuple(f.name for f in parse_filters(list(model_bands)))
+    model_filters = tuple(LEGACY_SURVEY_FILTERS[b] for b in model_bands)
     common = [f for f in in_filters if f in model_filters]
     foreign = not set(in_filters) <= set(LEGACY_SURVEY_FILTERS.values())
     if not common and not foreign:

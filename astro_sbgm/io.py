@@ -79,7 +79,7 @@ from .exceptions import AstroSBGMInputWarning
 
 __all__ = ["read_image", "read_images", "read_mask", "check_mask_bits", "read_raw", "read_picture", "write_image",
            "make_image", "provenance_cards", "as_batch", "holds_many", "is_canonical",
-           "image_bands", "is_picture", "rgb_to_bands", "to_model_grid", "select_bands",
+           "image_bands", "image_filters", "is_picture", "rgb_to_bands", "to_model_grid", "select_bands",
            "celestial_wcs", "wcs_from_header", "header_cards", "parse_unit", "expand_paths",
            "pixel_scale_of", "make_tan_wcs", "as_nanomaggy", "ZERO_POINT_CARDS",
            "PICTURE_SUFFIXES", "RGB_WAVELENGTHS", "AstroSBGMInputWarning"]
@@ -386,6 +386,34 @@ def image_bands(header, nbands=None):
         For band names that are not known (see `astro_sbgm.bands.parse_bands`).
     """
     return _bands_from_header(header, nbands)
+
+
+def image_filters(image):
+    """The full filter names of an image's planes (``FILTERn``, else the Legacy Survey's).
+
+    Parameters
+    ----------
+    image : `~astropy.nddata.NDData`, `~astropy.io.fits.Header` or dict
+        A canonical image (or its ``meta``) with ``BANDS``/``BANDn`` cards.
+
+    Returns
+    -------
+    tuple of str
+        ``("decam:g", "decam:r", "decam:z")`` for a Legacy Survey cutout,
+        ``("sdss:g", ...)`` for an image with such ``FILTERn`` cards.
+
+    Raises
+    ------
+    ValueError
+        If the image records no band names, or ``FILTERn`` cards that
+        contradict them.
+    """
+    meta = getattr(image, "meta", image)
+    letters = _bands_from_header(meta, None)
+    if letters is None:
+        raise ValueError("the image records no band names (BANDS, BANDn or FILTERn cards); "
+                         "read it with astro_sbgm.io.read_image(..., bands=...) first")
+    return _header_filters(meta, letters)
 
 
 def _filter_cards_of(header):
@@ -1717,9 +1745,13 @@ def make_image(data, bands, wcs=None, mask=None, uncertainty=None, flags=None, c
     """
     letters, named = _parse_band_spec(bands)
     if filters is not None:
-        filters = tuple(f.name for f in parse_filters(list(filters)))
-        if _letters_of_filters(filters, "filters=") != letters:
-            raise ValueError(f"filters={list(filters)} do not match the bands {list(letters)}")
+        filters = tuple(getattr(f, "name", f) for f in filters)
+        if filters != tuple(LEGACY_SURVEY_FILTERS[b] for b in letters):
+            # only other surveys' filters need their curves (speclite) to be checked
+            filters = tuple(f.name for f in parse_filters(list(filters)))
+            if _letters_of_filters(filters, "filters=") != letters:
+                raise ValueError(f"filters={list(filters)} do not match the bands "
+                                 f"{list(letters)}")
     filters = named if filters is None else filters
     data = np.asarray(data)
     if data.ndim != 3 or data.shape[0] != len(letters):

@@ -63,15 +63,15 @@ import numpy as np
 import astropy.units as u
 from astropy.nddata import StdDevUncertainty
 
-from .bands import (LEGACY_SURVEY_FILTERS, effective_wavelength, filters_from_meta,
-                    interpolation_weights, parse_bands, parse_filters)
+from .bands import (LEGACY_SURVEY_FILTERS, effective_wavelength, interpolation_weights,
+                    parse_bands, parse_filters)
 from .filter_mapping import filter_mapping
 from .diffusion import ClassifierFreeGuidance, get_sampler
 from .diffusion.engine import generate, sampling_times
 from .diffusion.noise import PerSampleNoise
-from .io import (PICTURE_SUFFIXES, RGB_WAVELENGTHS, AstroSBGMInputWarning, make_image,
-                 make_tan_wcs, provenance_cards, read_image, read_picture, rgb_to_bands,
-                 to_model_grid)
+from .io import (PICTURE_SUFFIXES, RGB_WAVELENGTHS, AstroSBGMInputWarning, image_filters,
+                 make_image, make_tan_wcs, provenance_cards, read_image, read_picture,
+                 rgb_to_bands, to_model_grid)
 from .io import is_picture as _is_picture
 from ._validation import check_positive_int
 
@@ -84,17 +84,33 @@ _MAX_BAND_RATIO = 1.3
 DEFAULT_TRANSFER_SAMPLER = "dpmpp-2m-sde"
 
 
+def _filter_names(bands):
+    """(full filter names, wavelength keys): letters stand for the Legacy Survey's filters
+    and keep their `BAND_WAVELENGTHS`; other filters their pivot wavelengths."""
+    try:
+        letters = parse_bands(bands)
+    except ValueError:
+        names = tuple(f.name for f in parse_filters(bands))
+        return names, names
+    return tuple(LEGACY_SURVEY_FILTERS[b] for b in letters), letters
+
+
 def band_weights(from_bands, to_bands):
     """Weights that map images in ``from_bands`` onto ``to_bands`` by wavelength.
 
     Each target band is a linear interpolation in ``log(wavelength)``
     between the two source bands that bracket it, or the nearest source band
-    outside their range; a band present in both maps onto itself.
+    outside their range; a filter present in both (the same filter name:
+    SDSS *g* is not DECam *g*) maps onto itself.  Letters are the Legacy
+    Survey's filters at their `~astro_sbgm.bands.BAND_WAVELENGTHS`; other
+    filters sit at their pivot wavelengths.  For another survey's images,
+    `astro_sbgm.filter_mapping` (colour terms) is what `transfer` uses.
 
     Parameters
     ----------
     from_bands, to_bands : str or sequence of str
-        Source and target bands.
+        Source and target bands: letters (``"grz"``) or full filter names
+        (``"sdss:g,sdss:r,sdss:z"``).
 
     Returns
     -------
@@ -107,10 +123,10 @@ def band_weights(from_bands, to_bands):
         If every target band is further than a factor 1.3 in wavelength
         from every source band (no overlap: e.g. WISE W1, W2 onto grz).
     """
-    src = tuple(f.name for f in parse_filters(from_bands))
-    dst = tuple(f.name for f in parse_filters(to_bands))
-    ls = np.log([effective_wavelength(f).to_value(u.nm) for f in src])
-    ld = np.log([effective_wavelength(f).to_value(u.nm) for f in dst])
+    src, src_keys = _filter_names(from_bands)
+    dst, dst_keys = _filter_names(to_bands)
+    ls = np.log([effective_wavelength(k).to_value(u.nm) for k in src_keys])
+    ld = np.log([effective_wavelength(k).to_value(u.nm) for k in dst_keys])
     near = [b for b, lam in zip(dst, ld) if np.min(np.abs(ls - lam)) <= np.log(_MAX_BAND_RATIO)]
     if not near:
         raise ValueError(f"the image's bands {list(src)} do not overlap the model's bands "
@@ -160,8 +176,8 @@ def _prepare(model, image, bands, unit, hdu, mapping, flux_range):
         raise ValueError("flux_range applies to pictures only; a FITS or astropy image is "
                          "used in its own calibrated units")
     ccd = read_image(image, bands=bands, unit=unit, hdu=hdu)
-    have = tuple(f.name for f in filters_from_meta(ccd.meta))
-    want = tuple(f.name for f in parse_filters(list(model.bands_)))
+    have = image_filters(ccd)
+    want = tuple(LEGACY_SURVEY_FILTERS[b] for b in model.bands_)
     cards = {}
     if not all(f in have for f in want) and not set(have) <= set(LEGACY_SURVEY_FILTERS.values()):
         # another survey's filters: colour terms per pixel (astro_sbgm.filter_mapping)
@@ -175,7 +191,9 @@ def _prepare(model, image, bands, unit, hdu, mapping, flux_range):
         mask = None if ccd.mask is None else np.asarray(ccd.mask, bool)[list(fm.plane)]
         cards = fm.cards
     else:
-        w = band_weights(have, want)
+        legacy = set(have) <= set(LEGACY_SURVEY_FILTERS.values())
+        w = band_weights(parse_bands(ccd.meta["BANDS"]) if legacy else have,
+                         model.bands_ if legacy else want)
         if not all(f in have for f in want):
             desc = "; ".join(f"{t} <- " + " + ".join(f"{c:.2f} {s}" for c, s in zip(row, have)
                                                       if c)
