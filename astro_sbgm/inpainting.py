@@ -862,7 +862,12 @@ def inpaint(model, image, mask=None, method="measured", n_draws=1, t_start=None,
           ``NFILLED`` (pixels generated), ``TRSTEPS``, and ``DRAWMEAN``
           (True: the filled pixels are a mean of ``NDRAWS`` draws); with
           ``conditions``, ``GUIDANCE`` and ``CONDNj``/``CONDVj``/``CONDUj``
-          as in `~astro_sbgm.GalaxyDiffusion.sample`.
+          as in `~astro_sbgm.GalaxyDiffusion.sample`; for an image in
+          another survey's filters (``FILTERn`` cards such as ``'sdss:g'``;
+          bands are matched by filter name), ``FMAP``, ``FMAPFROM``,
+          ``FMAPn``, ... (`astro_sbgm.filter_mapping.FilterMapping.cards`):
+          the image was put into the model's filters with the colour terms
+          and each fill mapped back into the image's filter.
     draws : list of `~astropy.nddata.CCDData`
         Only with ``return_draws=True``, then the return value is
         ``(summary, draws)``: ``n_draws`` images laid out like

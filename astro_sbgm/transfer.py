@@ -22,13 +22,18 @@ Inputs
 * Anything `astro_sbgm.io.read_image` accepts (FITS files, HDUs, CCDData,
   ...), in calibrated flux units.  Images on another pixel grid are
   reprojected onto the model's grid first (`astro_sbgm.io.to_model_grid`,
-  flux-conserving).  When the image does not hold every band of the model,
-  its bands are mapped onto the model's bands by effective wavelength
-  (`band_weights`): each model band is interpolated linearly in
-  ``log(wavelength)`` between the two input bands that bracket it, or takes
-  the nearest input band outside their range (a warning lists the
-  mapping).  At least one model band must lie within a factor 1.3 in
-  wavelength of an input band.
+  flux-conserving).  Bands are matched by filter name (``FILTERn`` cards;
+  letters are the Legacy Survey's filters).  An image in another survey's
+  filters (SDSS, HSC, BASS/MzLS, ...) is put into the model's filters with
+  the fitted colour terms per pixel (`astro_sbgm.filter_mapping`: colours
+  regularised at low S/N, a mapping that would extrapolate refused, the
+  mapping recorded in ``FMAP*`` cards).  An image in the Legacy Survey's
+  filters that does not hold every band of the model has its bands mapped
+  onto the model's by effective wavelength (`band_weights`): each model
+  band is interpolated linearly in ``log(wavelength)`` between the two
+  input bands that bracket it, or takes the nearest input band outside
+  their range (a warning lists the mapping).  At least one model band must
+  lie within a factor 1.3 in wavelength of an input band.
 * Pictures (PNG, JPEG, TIFF, BMP; a path or a `PIL.Image.Image`), read with
   Pillow.  Row 0 of a picture is its top, so pictures are flipped to put it
   at the top of the image (FITS convention: row 0 at the bottom).  A
@@ -305,7 +310,10 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAM
         when the data are a mean of several draws), ``SEED``, ``WEIGHTS``,
         ``SOURCE`` and, with ``reference``, ``NNIDX1``, ``NNDIST1``, ...
         (index into ``reference`` and RMS distance in [-1, 1] units, nearest
-        first, for the mean).  With one draw this is that draw.
+        first, for the mean), and for an input in another survey's filters
+        the mapping's ``FMAP``, ``FMAPFROM``, ``FMAPn``, ...
+        (`astro_sbgm.filter_mapping.FilterMapping.cards`).  With one draw
+        this is that draw.
     draws : list of `~astropy.nddata.CCDData`
         Only with ``return_draws=True``, then the return value is
         ``(summary, draws)``: the ``n_draws`` results, laid out like
