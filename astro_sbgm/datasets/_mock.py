@@ -588,8 +588,10 @@ def make_mock_legacy_survey(n, size=64, bands="grz", seed=None, pixel_scale=_LEG
         east left, ``CRPIX`` at the cutout centre), a
         `~astropy.nddata.StdDevUncertainty` holding the per-band sky sigma
         (the source shot noise is not included, as in the DR9 inverse-variance
-        maps) and ``meta`` with ``BANDS`` (``"g,r,z"``), ``BAND0``,
-        ``BAND1``, ..., ``BUNIT``, ``PIXSCALE`` and a few truth cards
+        maps) and ``meta`` (a `~astropy.io.fits.Header`, built by
+        `astro_sbgm.io.make_image`) with ``BANDS`` (``"g,r,z"``), ``BAND0``,
+        ``BAND1``, ..., ``FILTER0``, ... (``"decam:g"``), ``BUNIT``,
+        ``PIXSCALE`` and a few truth cards
         (``MAG_<band>``, ``HLR``, ``AXRATIO``, ``PA``, ``BULGEFR``,
         ``PSF_<band>``, ``SKYSIG_<band>``, ``GALID``).
     truth : `~astropy.table.QTable`
@@ -741,8 +743,8 @@ def make_trivial_dataset(n, size=32, bands="grz", seed=None):
     list of `~astropy.nddata.CCDData`
         Same form as `make_mock_legacy_survey`: float32 ``(nbands, size,
         size)`` in nanomaggy, celestial TAN WCS, sky-sigma uncertainty,
-        ``meta`` with ``BANDS``, ``BAND0``..., ``BUNIT``, ``PIXSCALE`` and
-        ``AMP`` (the r-band peak amplitude).
+        ``meta`` with ``BANDS``, ``BAND0``..., ``FILTER0``..., ``BUNIT``,
+        ``PIXSCALE`` and ``AMP`` (the r-band peak amplitude).
 
     Raises
     ------
