@@ -205,8 +205,9 @@ class CutoutStore(torch.utils.data.Dataset):
     A folder with a manifest (`STORE_MARKER`) and ``.npy`` shards of float32
     fluxes ``(n_shard, band, y, x)`` in nanomaggies, written by
     `write_cutout_store`.  Each item is one positioned read (``pread``) of
-    its bytes into a new array: no memory map, so a process's resident memory
-    does not grow with the images read (the OS page cache still keeps them).
+    its bytes into a new, read-only array: no memory map, so a process's
+    resident memory does not grow with the images read (the OS page cache
+    still keeps them).
     Each process opens a shard the first time it reads from it.
 
     Parameters
@@ -294,7 +295,7 @@ class CutoutStore(torch.utils.data.Dataset):
     def _fd(self, k):
         fd = self._fds.get(k)
         if fd is None:
-            fd = os.open(self.path / self._files[k], os.O_RDONLY)
+            fd = os.open(self.path / self._files[k], os.O_RDONLY | getattr(os, "O_BINARY", 0))
             self._fds[k] = fd
         return fd
 
@@ -305,15 +306,16 @@ class CutoutStore(torch.utils.data.Dataset):
         i %= len(self)
         k = bisect.bisect_right(self._starts, i) - 1
         offset = self._offsets[k] + (i - self._starts[k]) * self._nbytes
-        buf = bytearray(self._nbytes)
-        view, done = memoryview(buf), 0
-        while done < self._nbytes:   # pread may return fewer bytes than asked
-            got = os.preadv(self._fd(k), [view[done:]], offset + done)
-            if got == 0:
+        fd, parts, done = self._fd(k), [], 0
+        while done < self._nbytes:   # a read may return fewer bytes than asked
+            got = _read_at(fd, self._nbytes - done, offset + done)
+            if not got:
                 raise ValueError(f"store shard {str(self.path / self._files[k])!r} ended "
                                  "early (truncated after the store was opened?)")
-            done += got
-        return np.frombuffer(buf, dtype=np.float32).reshape(self.shape[1:])
+            parts.append(got)
+            done += len(got)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        return np.frombuffer(data, dtype=np.float32).reshape(self.shape[1:])
 
     def close(self):
         """Close the shard files this process opened (they reopen when read)."""
@@ -330,6 +332,14 @@ class CutoutStore(torch.utils.data.Dataset):
         return (f"CutoutStore({str(self.path)!r}: {len(self)} images of "
                 f"{''.join(self.bands)} {self.shape[2]}x{self.shape[3]} at "
                 f"{self.pixel_scale}\"/px in {len(self._files)} shard(s))")
+
+
+def _read_at(fd, n, offset):
+    """Up to ``n`` bytes of a file at ``offset``: ``pread`` (POSIX), else seek and read."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    os.lseek(fd, offset, os.SEEK_SET)   # Windows: each process has its own descriptor
+    return os.read(fd, n)
 
 
 class _StoreSource(_Source):
