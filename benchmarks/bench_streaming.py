@@ -65,7 +65,6 @@ script that prints figures, not a test.
 import argparse
 import functools
 import json
-import os
 import resource
 import shutil
 import subprocess
