@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import astropy.units as u
 from astropy.table import QTable
 
 from astro_sbgm import GalaxyDiffusion
@@ -109,8 +108,8 @@ def _figure(path, requested, measured, names, scales):
             got = _values(measured[s], name)
             ax.scatter(req, got, s=7, alpha=0.7, color=colours.get(s, None),
                        label=f"s = {s:g}" + (" (unconditional)" if s == 0 else ""))
-        lo, hi = np.nanpercentile(np.concatenate([req] + [_values(measured[s], name)
-                                                            for s in scales]), [1, 99])
+        every = np.concatenate([req] + [_values(measured[s], name) for s in scales])
+        lo, hi = np.nanpercentile(every, [1, 99])
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
@@ -140,8 +139,8 @@ def _rst(results, names):
                     + [f"{sgd['total']:.3f} +- {sgd['bootstrap_std']:.3f}"])
     b = results.get("bundled_unconditional_sgd")
     if b is not None:
-        rows.append(["bundled model, unconditional", "-"] + ["-"] * len(names)
-                     + [f"{b['total']:.3f} +- {b['bootstrap_std']:.3f}"])
+        sgd = f"{b['total']:.3f} +- {b['bootstrap_std']:.3f}"
+        rows.append(["bundled model, unconditional", "-"] + ["-"] * len(names) + [sgd])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     line = " ".join("=" * w for w in widths)
     fmt = lambda r: " ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731

@@ -55,8 +55,8 @@ def blob_model():
 @pytest.fixture(scope="module")
 def two_conditions():
     """Conditioned on mag_r and r_half, one training step (plumbing only)."""
-    return _tiny(conditions=["mag_r", "r_half"]).fit(_blobs(16), bands="grz", steps=1,
-                                                      progress=False)
+    model = _tiny(conditions=["mag_r", "r_half"])
+    return model.fit(_blobs(16), bands="grz", steps=1, progress=False)
 
 
 def test_requested_brighter_gives_measured_brighter(blob_model):
@@ -235,8 +235,8 @@ def test_warm_start_from_unconditional_model():
     assert base.n_steps_ == 4
     assert base.sample(1, conditions={"mag_r": 20.5 * u.mag}, steps=2, progress=False)
     with pytest.raises(ValueError, match="keeps the conditions"):
-        base.set_params(conditions=["mag_g"]).fit(X, bands="grz", steps=1, progress=False,
-                                                   warm_start=True)
+        base.set_params(conditions=["mag_g"])
+        base.fit(X, bands="grz", steps=1, progress=False, warm_start=True)
 
 
 def test_cli_train_conditions_and_sample_like(tmp_path, capsys):

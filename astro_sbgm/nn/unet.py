@@ -510,8 +510,8 @@ class UNet(nn.Module):
         last = nn.Linear(4 * dim, dim)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        self.cond_mlp = nn.Sequential(first, _Mish(), last).to(device=ref.device,
-                                                                  dtype=ref.dtype)
+        cond_mlp = nn.Sequential(first, _Mish(), last)
+        self.cond_mlp = cond_mlp.to(device=ref.device, dtype=ref.dtype)
         self._config["cond_dim"] = cond_dim
 
     @property
