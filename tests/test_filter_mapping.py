@@ -191,3 +191,16 @@ def test_inpaint_an_sdss_image_maps_the_fill_back(model, held_out):
     assert out.meta["FILTER0"] == "sdss:g" and out.meta["FMAP"] == "colour terms"
     assert np.array_equal(out.data[:, ~mask], hdu.data[:, ~mask])        # bit for bit
     assert out.flags.sum() == 3 * mask.sum() and np.all(np.isfinite(out.data))
+
+
+def test_mocks_use_the_one_builder_and_tan_wcs():
+    from astro_sbgm.datasets import make_mock_legacy_survey
+
+    img = make_mock_legacy_survey(1, size=16, seed=1, pixel_scale=0.3)[0]
+    assert isinstance(img.meta, fits.Header)
+    assert [img.meta[f"FILTER{i}"] for i in range(3)] == ["decam:g", "decam:r", "decam:z"]
+    w = img.wcs.wcs
+    # the TAN WCS the mock always had: CRPIX at the centre, CD = scale / 3600 exactly, ICRS
+    assert w.radesys == "ICRS" and list(w.crpix) == [8.5, 8.5]
+    assert np.array_equal(w.cd, [[-0.3 / 3600.0, 0.0], [0.0, 0.3 / 3600.0]])
+    assert io.make_tan_wcs((16, 16), 0.3, radesys="ICRS").wcs.radesys == "ICRS"
