@@ -97,9 +97,12 @@ def add_inpaint_parser(subparsers):
                         "maskbits file) with one of these bits set: comma-separated names "
                         "(BRIGHT,SATUR_G,...; a per-band bit fills its own band) or integer "
                         "values (0x2)")
-    p.add_argument("--method", choices=("fast", "paper", "repaint"), default="fast",
-                   help="fast (default, 50 network evaluations), paper (every step from "
-                        "t=950) or repaint (RePaint resampling, about 900 evaluations)")
+    p.add_argument("--method", choices=("measured", "fast", "paper", "repaint"),
+                   default="measured",
+                   help="measured (default: known pixels as noisy measurements, a gradient "
+                        "step through the network, 30 steps = 60 evaluations), fast (50 "
+                        "evaluations), paper (every step from t=950) or repaint (RePaint "
+                        "resampling, about 900 evaluations)")
     p.add_argument("--t-start", type=float, default=None,
                    help="first timestep (default 0.95 T)")
     p.add_argument("--jump-length", type=int, default=None,

@@ -308,7 +308,7 @@ class KnownPixelGradient(DenoiserWrapper):
     ``1 / sigma_t^2`` alone would blow up.
 
     One call costs a forward and a backward pass; both are counted in
-    ``nfe`` (2 per call).  Run it with ``grad=True``
+    ``nfe`` (2 per call of a plain denoiser).  Run it with ``grad=True``
     (`astro_sbgm.diffusion.engine.generate`).
 
     Parameters
@@ -339,13 +339,15 @@ class KnownPixelGradient(DenoiserWrapper):
         a, s = self.denoiser.schedule.alpha_sigma(tt)
         a = a.to(x.dtype).reshape(-1, 1, 1, 1)
         s = s.to(x.dtype).reshape(-1, 1, 1, 1)
+        before = self.denoiser.nfe
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             x0, _ = self.denoiser(xg, t)
             w = self.weight_mask / (s ** 2 + self.sigma_y ** 2)
             residual = (w * (self.known - x0)).detach()
             (g,) = torch.autograd.grad(x0, xg, grad_outputs=residual)
-        self.denoiser.nfe += 1     # the backward pass
+        # the backward pass costs what the forward did (twice with classifier-free guidance)
+        self.denoiser.nfe += self.denoiser.nfe - before
         x0 = x0.detach() + self.scale * (s ** 2 / a) * g
         if getattr(self.denoiser, "clip_x0", True):
             x0 = x0.clamp(-1.0, 1.0)

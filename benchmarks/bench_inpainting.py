@@ -175,8 +175,13 @@ def build_set(model, n, seed, kinds, dataset="mock"):
 
 
 # --------------------------------------------------------------------------- fills
-def run_fills(model, name, method, kw, truths, clean, rms, masks, n, n_draws, weights, seed):
-    """(n, K, band, y, x) float32 fills, NFE per image, seconds per image."""
+def run_fills(model, name, method, kw, truths, clean, rms, masks, n, n_draws, weights, seed,
+              partial=None):
+    """(n, K, band, y, x) float32 fills, NFE per image, seconds per image.
+
+    With ``partial`` (a path), the fills so far are saved after every image
+    and a run that was stopped resumes from them.
+    """
     m = masks[:n]
     if name == "interpolate":
         t0 = time.perf_counter()
@@ -191,8 +196,12 @@ def run_fills(model, name, method, kw, truths, clean, rms, masks, n, n_draws, we
                 fill = fill + rng.normal(size=fill.shape) * rms[i][:, None, None]
             out.append(np.where(m[i], fill, truths[i].data))
         return np.stack(out)[:, None].astype(np.float32), 0, 0.0
-    out, nfe, t0 = [], 0, time.perf_counter()
-    for i in range(n):
+    out, nfe, spent = [], 0, 0.0
+    if partial is not None and Path(partial).exists():
+        z = np.load(partial)
+        out, nfe, spent = list(z["fills"]), int(z["nfe"]), float(z["seconds"]) * len(z["fills"])
+    t0 = time.perf_counter() - spent
+    for i in range(len(out), n):
         defaced = truths[i].copy()
         defaced.data = np.where(m[i], 100.0, truths[i].data)     # saturated / trail: unused
         with warnings.catch_warnings():
@@ -202,6 +211,11 @@ def run_fills(model, name, method, kw, truths, clean, rms, masks, n, n_draws, we
                                batch_size=n_draws, return_draws=True, **kw)
         out.append(np.stack([np.asarray(d.data, np.float32) for d in draws]))
         nfe = int(draws[0].meta["NFE"]) * n_draws
+        if partial is not None:
+            tmp = Path(str(partial) + ".tmp.npz")
+            np.savez(tmp, fills=np.stack(out), nfe=nfe,
+                     seconds=(time.perf_counter() - t0) / len(out))
+            os.replace(tmp, partial)
     return np.stack(out), nfe, (time.perf_counter() - t0) / n
 
 
@@ -248,7 +262,7 @@ def photometry_errors(cat_true, cat, bands):
             float(np.percentile(dre, 90)))
 
 
-def score(name, fills, truths, rms, mask, core, bands, cat_true, rng, ref=None):
+def score(name, fills, truths, rms, mask, core, bands, cat_true, rng, ref=None, clean=None):
     """One row of the table (a dict) for fills (n, K, band, y, x) of one method and kind."""
     n, K = fills.shape[:2]
     t_arr = np.stack([t.data for t in truths[:n]])
@@ -289,6 +303,11 @@ def score(name, fills, truths, rms, mask, core, bands, cat_true, rng, ref=None):
                     "coverage_68": float(cal["coverage_68"]),
                     "coverage_95": float(cal["coverage_95"]),
                     "spread_sigma": float(cal["median_spread_sigma"])})
+    if clean is not None:   # sky noise the draws carry: (fill - clean) / sigma on faint pixels
+        c_arr = np.stack([c.data for c in clean[:n]])
+        m = np.asarray(mask[:n], bool) & (c_arr < rms[:n, :, None, None])
+        r = ((fills[:, 0] - c_arr) / rms[:n, :, None, None])[m]
+        row["sky_noise_ratio"] = float(np.std(r)) if r.size > 10 else None
     cat = photometry(truths[:n], fills[:, 0])
     ct = cat_true[:n]
     row["dmag_med"], row["dmag_p90"], row["dre_med"], row["dre_p90"] = photometry_errors(
@@ -395,6 +414,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default="bench_inpainting_work",
                    help="directory for the fills (reused when present)")
+    p.add_argument("--no-run", action="store_true",
+                   help="only score the fills already in --work (a stopped run's partial "
+                        "fills included, on the images it reached)")
     p.add_argument("--json", default=None, help="write the rows here")
     p.add_argument("--rst", default=None, help="write the RST table here")
     p.add_argument("--figure", default=None,
@@ -432,18 +454,23 @@ def main(argv=None):
             n = min(n_for.get(name, args.n), args.n)
             K = 1 if name in YARDSTICKS else draws_for.get(name, args.n_draws)
             path = work / f"{name}_{kind}_n{n}_k{K}_s{args.seed}.npz"
-            if path.exists():
-                z = np.load(path)
+            partial = path.with_suffix(".partial.npz")
+            if path.exists() or (args.no_run and partial.exists() and name not in YARDSTICKS):
+                z = np.load(path if path.exists() else partial)
                 fills, nfe, sec = z["fills"], int(z["nfe"]), float(z["seconds"])
+                n = len(fills)
+            elif args.no_run and name not in YARDSTICKS:
+                continue
             else:
                 fills, nfe, sec = run_fills(model, name, method, kw, truths, clean, rms,
-                                            masks[kind], n, K, args.weights, args.seed)
+                                            masks[kind], n, K, args.weights, args.seed,
+                                            partial=partial)
                 tmp = path.with_suffix(".tmp.npz")
                 np.savez(tmp, fills=fills, nfe=nfe, seconds=sec)
                 os.replace(tmp, path)
             rng = np.random.default_rng(0)
             row, per = score(name, fills, truths, rms, masks[kind], core, bands, cat_true,
-                             rng, ref=None if name == "interpolate" else ref)
+                             rng, ref=None if name == "interpolate" else ref, clean=clean)
             if name == "interpolate":
                 ref = per
             row.update({"kind": kind, "nfe_per_image": nfe, "seconds_per_image": sec,
@@ -458,7 +485,8 @@ def main(argv=None):
                   f"{_pct(row['frac_of_ceiling_beside'])}), chi2 {row['chi2_per_pixel']:.2f}, "
                   f"|dmag| {row['dmag_med']:.3f}/{row['dmag_p90']:.3f}, |dRe|/Re "
                   f"{row['dre_med']:.3f}/{row['dre_p90']:.3f}, z std "
-                  f"{row.get('z_std', float('nan')):.2f}, {nfe} NFE, {sec:.1f} s/img",
+                  f"{row.get('z_std', float('nan')):.2f}, sky noise "
+                  f"{row.get('sky_noise_ratio') or float('nan'):.2f}, {nfe} NFE, {sec:.1f} s/img",
                   flush=True)
     if args.json:
         tmp = Path(args.json + ".tmp")

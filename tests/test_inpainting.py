@@ -99,7 +99,7 @@ def test_boxes_cover_every_target_pixel_once():
 def test_fast_method_recovers_a_masked_strip(model, held_out):
     truth = held_out[0]
     mask = _strip()
-    out = inpaint(model, truth, mask, n_draws=4, seed=0)
+    out = inpaint(model, truth, mask, n_draws=4, seed=0, method="fast")
     err = out.data[:, mask] - truth.data[:, mask]
     rms_err = np.sqrt(np.mean(err ** 2))
     rms_zero_fill = np.sqrt(np.mean(truth.data[:, mask] ** 2))
@@ -507,7 +507,7 @@ def test_cli_inpaint(model, held_out, tmp_path):
     assert _sha(src) == digest
     with fits.open(tmp_path / "out.fits") as hdul:
         assert hdul["FLAGS"].data.sum() == 3 * _strip().sum()
-        assert "UNCERT" in hdul and hdul[0].header["INPAINT"] == "fast"
+        assert "UNCERT" in hdul and hdul[0].header["INPAINT"] == "measured"   # the default
         assert np.array_equal(hdul[0].data[:, ~_strip()], held_out[2].data[:, ~_strip()])
     with pytest.raises(SystemExit):
         parser.parse_args(["inpaint", str(src), "--model", str(mdir)])   # no -o
@@ -584,7 +584,7 @@ def test_measured_method_runs_on_the_engine(model, held_out):
     mask = _strip()
     out, draws = inpaint(model, truth, mask, method="measured", n_draws=2, seed=0, steps=6,
                          return_draws=True)
-    assert out.meta["INPAINT"] == "measured" and out.meta["DATAWGT"] == 1.0
+    assert out.meta["INPAINT"] == "measured" and out.meta["DATAWGT"] == 4.0
     assert out.meta["NFE"] == 2 * 6                          # a forward and a backward per step
     assert np.array_equal(out.data[:, ~mask], truth.data[:, ~mask])
     assert np.all(np.isfinite(out.data)) and len(draws) == 2

@@ -128,8 +128,8 @@ def _outputs(model):
                              + [np.asarray(d.data)[None] for d in draws])
         return arr, int(summary.meta["NFE"])
 
-    out["inpaint_fast"] = grab_inp(model.inpaint(img[0], mask=mask, n_draws=3, seed=5,
-                                                 batch_size=2, return_draws=True))
+    out["inpaint_fast"] = grab_inp(model.inpaint(img[0], mask=mask, method="fast", n_draws=3,
+                                                 seed=5, batch_size=2, return_draws=True))
     out["inpaint_paper"] = grab_inp(model.inpaint(img[1], mask=mask, method="paper", n_draws=2,
                                                   seed=6, return_draws=True))
     big = np.concatenate([np.asarray(img[0].data), np.asarray(img[1].data)], axis=-1)
@@ -137,7 +137,8 @@ def _outputs(model):
     bmask[2:4, 1:5] = True
     bmask[12:14, 26:31] = True
     out["inpaint_boxes"] = grab_inp(model.inpaint(big, mask=bmask, bands="grz", n_draws=2,
-                                                  seed=7, return_draws=True))
+                                                  seed=7, return_draws=True, method="fast",
+                                                  sky_shortcut=False))
 
     def grab_tr(res):
         summary, draws = res
