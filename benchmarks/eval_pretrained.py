@@ -73,6 +73,16 @@ def _fraction(cat, column, above):
     return float(np.mean(v > above)) if v.size else float("nan")
 
 
+def _sampler_rows(text):
+    rows = []
+    for item in filter(None, text.split(",")):
+        name, _, steps = item.partition(":")
+        if not steps.isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r} is not SAMPLER:STEPS (e.g. heun:6)")
+        rows.append((name, int(steps)))
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="saved model folder or bundled model name")
@@ -85,6 +95,9 @@ def main(argv=None):
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--skip", default="", help="comma list of parts to skip: samplers,curve,"
                    "memorisation")
+    p.add_argument("--samplers", type=_sampler_rows,
+                   default="dpmpp-2m:10,dpmpp-2m:20,dpmpp-2m:50,heun:6,heun:11,heun:26",
+                   help="the samplers part's rows, comma-separated SAMPLER:STEPS")
     p.add_argument("--curve-from", help="JSON of curve points measured before (same n-curve, "
                    "held-out set and sampler; e.g. those of the model a continued run started "
                    "from): checkpoints at steps already measured are skipped")
@@ -169,8 +182,7 @@ def main(argv=None):
         base = _sgd(cats[1][:m], cats[0][:m])
         rows = [{"sampler": "real vs real", "steps": None, "nfe": 0,
                  "sgd": round(float(base.total), 4)}]
-        for sampler, steps in (("dpmpp-2m", 10), ("dpmpp-2m", 20), ("dpmpp-2m", 50),
-                               ("heun", 6), ("heun", 11), ("heun", 26)):
+        for sampler, steps in a.samplers:
             t0 = time.perf_counter()
             if (sampler, steps) == (res["sampler"]["name"], res["sampler"]["steps"]):
                 # the same galaxies as the first m of the main set (per-galaxy streams)
