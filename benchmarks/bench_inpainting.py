@@ -366,16 +366,18 @@ def _pct(v):
 
 
 def rst_table(rows, command):
-    head = ("method", "mask", "n", "K", "NFE/img", "s/img", "within 10% (draw)",
+    head = ("method", "mask", "n", "K", "NFE/draw", "s/draw", "within 10% (draw)",
             "% of ceiling", "core / beside (% of ceil.)", "vs interp.", "chi2/px",
-            "|dmag| med / p90", "|dRe|/Re med / p90", "z std", "cover 68 / 95")
+            "abs dmag med / p90", "abs dRe/Re med / p90", "sky noise", "z MAD-std",
+            "cover 68 / 95")
     lines = []
     for r in rows:
         fw, fc = r["frac_within"], r["frac_of_ceiling"]
         mi = r.get("minus_interpolate")
         lines.append((
             r["method"], r["kind"], str(r["n_images"]), str(r["n_draws"]),
-            str(r.get("nfe_per_image", 0)), f"{r.get('seconds_per_image', 0):.1f}",
+            str(r.get("nfe_per_image", 0) // r["n_draws"]),
+            f"{r.get('seconds_per_image', 0) / r['n_draws']:.1f}",
             f"{_pct(fw[0])} ({_pct(fw[1])}-{_pct(fw[2])})",
             f"{_pct(fc[0])} ({_pct(fc[1])}-{_pct(fc[2])})",
             f"{_pct(r['frac_of_ceiling_core'])} / {_pct(r['frac_of_ceiling_beside'])}",
@@ -383,7 +385,8 @@ def rst_table(rows, command):
             f"{r['chi2_per_pixel']:.2f}",
             f"{r['dmag_med']:.3f} / {r['dmag_p90']:.3f}",
             f"{r['dre_med']:.3f} / {r['dre_p90']:.3f}",
-            "--" if "z_std" not in r else f"{r['z_std']:.2f}",
+            "--" if r.get("sky_noise_ratio") is None else f"{r['sky_noise_ratio']:.2f}",
+            "--" if "z_std" not in r else f"{r['z_mad_std']:.2f}",
             "--" if "z_std" not in r else f"{_pct(r['coverage_68'])} / {_pct(r['coverage_95'])}"))
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
     sep = "  ".join("=" * w for w in widths)
@@ -405,10 +408,12 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=["interpolate", "perfect-draw",
                                                     "perfect-mean", "fast"])
     p.add_argument("--spec", action="append", default=[], help="extra variant, see above")
-    p.add_argument("--n-for", nargs="*", default=[], help="METHOD=N: fewer galaxies")
+    p.add_argument("--n-for", nargs="*", default=[],
+                   help="METHOD=N or METHOD:KIND=N: fewer galaxies")
     p.add_argument("--kinds-for", nargs="*", default=[],
                    help="METHOD=kind+kind: only these mask kinds for a method")
-    p.add_argument("--draws-for", nargs="*", default=[], help="METHOD=K: draws per image")
+    p.add_argument("--draws-for", nargs="*", default=[],
+                   help="METHOD=K or METHOD:KIND=K: draws per image")
     p.add_argument("--n-draws", type=int, default=4)
     p.add_argument("--weights", choices=("ema", "model"), default="ema")
     p.add_argument("--threads", type=int, default=1)
@@ -451,8 +456,9 @@ def main(argv=None):
         for name, method, kw in runs:
             if kind not in kinds_for.get(name, [kind]):
                 continue
-            n = min(n_for.get(name, args.n), args.n)
-            K = 1 if name in YARDSTICKS else draws_for.get(name, args.n_draws)
+            n = min(n_for.get(f"{name}:{kind}", n_for.get(name, args.n)), args.n)
+            K = 1 if name in YARDSTICKS else draws_for.get(f"{name}:{kind}",
+                                                           draws_for.get(name, args.n_draws))
             path = work / f"{name}_{kind}_n{n}_k{K}_s{args.seed}.npz"
             partial = path.with_suffix(".partial.npz")
             if path.exists() or (args.no_run and partial.exists() and name not in YARDSTICKS):
