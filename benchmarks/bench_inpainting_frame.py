@@ -24,7 +24,7 @@ with the default method (``--method``) in model-size boxes.  Printed:
 Usage::
 
     python benchmarks/bench_inpainting_frame.py [--size 2048] [--n-galaxies 400] \\
-        [--trails 3] [--threads 2] [--method fast] [--compare-shortcut] [--json out.json]
+        [--trails 3] [--threads 2] [--method NAME] [--compare-shortcut] [--json out.json]
 """
 
 import argparse
@@ -123,7 +123,7 @@ def main(argv=None):
     p.add_argument("--trails", type=int, default=3)
     p.add_argument("--seed", type=int, default=2001)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--method", default="fast")
+    p.add_argument("--method", default=None, help="inpainting method (default: inpaint's)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--compare-shortcut", action="store_true")
     p.add_argument("--json", default=None)
@@ -143,12 +143,12 @@ def main(argv=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prof.enable()
-        out = inpaint(model, defaced, mask, method=args.method, seed=0,
-                      batch_size=args.batch_size)
+        kw = {} if args.method is None else {"method": args.method}
+        out = inpaint(model, defaced, mask, seed=0, batch_size=args.batch_size, **kw)
         prof.disable()
     wall = time.perf_counter() - t0
     rss1 = peak_rss_mb()
-    res = {"size": args.size, "method": args.method, "threads": args.threads,
+    res = {"size": args.size, "method": out.meta["INPAINT"], "threads": args.threads,
            "wall_s": round(wall, 1), "peak_rss_mb_before": round(rss0),
            "peak_rss_mb_after": round(rss1), "boxes": int(out.meta["NBOXES"]),
            "sky_boxes": int(out.meta["SKYBOXES"]), "nfe_total": int(out.meta["NFE"]),
@@ -163,8 +163,8 @@ def main(argv=None):
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            full = inpaint(model, defaced, mask, method=args.method, seed=0,
-                           batch_size=args.batch_size, sky_shortcut=False)
+            full = inpaint(model, defaced, mask, seed=0, batch_size=args.batch_size,
+                           sky_shortcut=False, **kw)
         res["no_shortcut"] = {"wall_s": round(time.perf_counter() - t0, 1),
                               "nfe_total": int(full.meta["NFE"]),
                               "seams": seam_residuals(full, truth, clean, sigma, mask,
