@@ -82,8 +82,11 @@ otherwise in model-size boxes placed over the masked regions: each connected mas
 fits in the central part of a box gets one box centred on it (nearby
 regions share a box), a longer one (a trail across a large image) is cut
 into pieces, each inpainted in its own box with a margin of
-``image_size / 8`` pixels of context; pixels filled by an earlier box are
-known pixels for the later ones, so the pieces join up.  A smaller image is
+``image_size / 8`` pixels of context.  Boxes that do not overlap run
+together in one batch (a wave); pixels filled by an earlier wave are known
+pixels for the later ones, so the pieces join up.  In an image larger than
+the model, a box whose known pixels show no source is filled with drawn sky
+noise instead of the network (``sky_shortcut``).  A smaller image is
 padded with unknown pixels, which are generated and thrown away.  An image
 at another pixel scale is reprojected (`reproject.reproject_adaptive`, flux
 conserving, Hann kernel) onto a grid at the model's scale, inpainted there, and the
