@@ -49,8 +49,8 @@ def main(argv=None):
             "images_seen": run["images_seen"] - stages[-1]["images_seen"],
             "train_seconds": run["train_seconds"], "hardware": run["hardware"],
             "calls": run["calls"],
-            "command": command.replace("--out RUN", "--out RUN --init-from "
-                                       + run["calls"][0]["init_from"]),
+            "command": ("python benchmarks/train_pretrained.py --out RUN --init-from "
+                        f"{run['calls'][0]['init_from']} --threads 1 --checkpoint-every 250"),
             "note": "continued from the weight average of the previous stage with "
                     "fit(warm_start=True): Adam, the learning-rate warm-up, the data order "
                     "and the weight average's ramp-up start afresh"}]
