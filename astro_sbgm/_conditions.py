@@ -286,6 +286,18 @@ class ConditionStats:
                     f"(requested {np.nanmin(v[out]):.4g} to {np.nanmax(v[out]):.4g}); the "
                     "model extrapolates there", AstroSBGMConditionWarning)
 
+    def request_cards(self, values, guidance_scale):
+        """FITS cards that record one request: ``GUIDANCE`` and, per property
+        ``j``, ``CONDNj`` (name), ``CONDVj`` (requested value, absent when not
+        requested) and ``CONDUj`` (unit)."""
+        cards = {"GUIDANCE": (float(guidance_scale), "classifier-free guidance scale")}
+        for j, (name, unit) in enumerate(zip(self.names, self.units)):
+            cards[f"CONDN{j}"] = (name, "requested property (measure_galaxies column)")
+            if np.isfinite(values[j]):
+                cards[f"CONDV{j}"] = (float(values[j]), f"requested {name}")
+            cards[f"CONDU{j}"] = (unit, f"unit of CONDV{j}")
+        return cards
+
     def to_dict(self):
         """JSON-serialisable dict."""
         return {"names": list(self.names), "units": list(self.units),

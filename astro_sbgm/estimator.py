@@ -1041,20 +1041,10 @@ class GalaxyDiffusion:
         self._check_fitted()
         self._require_conditional("sample_like")
         names = self.conditions_.names
-        if hasattr(catalogue, "colnames"):
-            given = list(catalogue.colnames)
-        elif hasattr(catalogue, "keys"):
-            given = list(catalogue.keys())
-        else:
-            raise TypeError(f"catalogue must be a QTable, Table or dict, got "
-                            f"{type(catalogue).__name__}")
-        missing = [c for c in names if c not in given]
-        if missing:
-            raise ValueError(f"the catalogue lacks column(s) {missing}; this model is "
-                             f"conditioned on {list(names)}")
+        # the columns checked (missing ones named, extra ones allowed) and units read
+        n = len(read_conditions(catalogue, names, self.bands_, float(self.pixel_scale),
+                                allow_extra=True, keyword="catalogue"))
         request = {c: catalogue[c] for c in names}
-        n = len(read_conditions(request, names, self.bands_, float(self.pixel_scale),
-                                keyword="catalogue"))
         if n == 0:
             raise ValueError("the catalogue has no rows")
         return self.sample(n, conditions=request, guidance_scale=guidance_scale, **kwargs)
@@ -1130,13 +1120,7 @@ class GalaxyDiffusion:
         ccd = make_image(np.asarray(flux, np.float32), self.bands_, wcs=wcs,
                          meta={"POSARBIT": posarbit}, cards=cards)
         if request is not None:
-            ccd.meta["GUIDANCE"] = (info["guidance_scale"], "classifier-free guidance scale")
-            for j, (name, unit) in enumerate(zip(self.conditions_.names,
-                                                 self.conditions_.units)):
-                ccd.meta[f"CONDN{j}"] = (name, "requested property (measure_galaxies column)")
-                if np.isfinite(request[j]):
-                    ccd.meta[f"CONDV{j}"] = (float(request[j]), f"requested {name}")
-                ccd.meta[f"CONDU{j}"] = (unit, f"unit of CONDV{j}")
+            ccd.meta.update(self.conditions_.request_cards(request, info["guidance_scale"]))
         return ccd
 
     # ------------------------------------------------------------------ applications

@@ -1063,12 +1063,7 @@ def inpaint(model, image, mask=None, method="measured", n_draws=1, t_start=None,
     meta["SEED"] = (int(seed), "seed of the draws")
     meta["WEIGHTS"] = (weights, "ema = weight average, model = raw")
     if requested is not None:
-        meta["GUIDANCE"] = (float(guidance_scale), "classifier-free guidance scale")
-        for j, (name, unit) in enumerate(zip(model.conditions_.names, model.conditions_.units)):
-            meta[f"CONDN{j}"] = (name, "requested property (measure_galaxies column)")
-            if np.isfinite(requested[0, j]):
-                meta[f"CONDV{j}"] = (float(requested[0, j]), f"requested {name}")
-            meta[f"CONDU{j}"] = (unit, f"unit of CONDV{j}")
+        meta.update(model.conditions_.request_cards(requested[0], guidance_scale))
     meta["NFILLED"] = (int(flags.sum()), "pixels generated (FLAGS = 1)")
     meta.update(_io.provenance_cards(None, getattr(model, "n_steps_", 0), origin=False))
     meta["DRAWMEAN"] = (n_draws > 1, "filled pixels: mean of NDRAWS draws, not a galaxy")

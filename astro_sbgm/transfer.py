@@ -200,9 +200,9 @@ def _prepare(model, image, bands, unit, hdu, mapping, flux_range):
         w = band_weights(parse_bands(ccd.meta["BANDS"]) if legacy else have,
                          model.bands_ if legacy else want)
         if not all(f in have for f in want):
-            desc = "; ".join(f"{t} <- " + " + ".join(f"{c:.2f} {s}" for c, s in zip(row, have)
-                                                      if c)
-                             for t, row in zip(model.bands_, w))
+            desc = "; ".join(
+                f"{t} <- " + " + ".join(f"{c:.2f} {s}" for c, s in zip(row, have) if c)
+                for t, row in zip(model.bands_, w))
             warnings.warn(f"the image has bands {list(parse_bands(ccd.meta['BANDS']))}, the "
                           f"model {list(model.bands_)}: bands mapped by wavelength ({desc})",
                           AstroSBGMInputWarning)
@@ -379,12 +379,7 @@ def transfer(model, image, strength=0.6, n_draws=1, sampler=DEFAULT_TRANSFER_SAM
                   "WEIGHTS": (weights, "ema = weight average, model = raw"),
                   "SOURCE": source[:68]})
     if requested is not None:
-        cards["GUIDANCE"] = (float(guidance_scale), "classifier-free guidance scale")
-        for j, (name, unit) in enumerate(zip(model.conditions_.names, model.conditions_.units)):
-            cards[f"CONDN{j}"] = (name, "requested property (measure_galaxies column)")
-            if np.isfinite(requested[0, j]):
-                cards[f"CONDV{j}"] = (float(requested[0, j]), f"requested {name}")
-            cards[f"CONDU{j}"] = (unit, f"unit of CONDV{j}")
+        cards.update(model.conditions_.request_cards(requested[0], guidance_scale))
     cards.update(map_cards)
     result = make_image(mean, model.bands_, wcs=wcs, uncertainty=unc,
                         cards=provenance_cards(True, getattr(model, "n_steps_", 0), **cards))
