@@ -123,7 +123,7 @@ class GalaxyDiffusion:
     Parameters
     ----------
     image_size : int
-        Side of the square cutouts the model works on, in pixels (32 to 256;
+        Side of the square cutouts the model works on, in pixels (16 to 512;
         a multiple of ``2 ** (len(dim_mults) - 1)``).
     bands : str or sequence of str
         The bands, in order (``"grz"``).
