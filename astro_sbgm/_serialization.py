@@ -8,12 +8,14 @@ holding the raw network under `RAW_PREFIX` and the weight average under
 `EMA_PREFIX` (`bundle_weights`, `split_weights`).
 """
 
-import hashlib
 import os
 from pathlib import Path
 
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from ._atomic import (atomic_write, atomic_write_text, default_file_mode,  # noqa: F401
+                      file_digest, fsync, share_like_other_files, temporary_name)
 
 __all__ = ["RAW_PREFIX", "EMA_PREFIX", "fsync", "share_like_other_files", "file_digest",
            "atomic_write", "atomic_write_text", "atomic_save_tensors", "bundle_weights",
@@ -23,112 +25,6 @@ __all__ = ["RAW_PREFIX", "EMA_PREFIX", "fsync", "share_like_other_files", "file_
 RAW_PREFIX = "model."
 #: Key prefix of the weight average's tensors in a weight bundle.
 EMA_PREFIX = "ema."
-
-
-def fsync(path):
-    """Flush ``path`` (a file or a directory) to the disk, where the OS allows it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def default_file_mode():
-    """The mode a new file gets under this process's umask (0o644 under umask 022)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def share_like_other_files(path):
-    """Give a file safetensors wrote (always 0o600) the mode of the other files written."""
-    try:
-        os.chmod(path, default_file_mode())
-    except OSError:
-        pass
-
-
-def file_digest(path):
-    """``(sha256 hex digest, size in bytes)`` of a file."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
-
-
-def _tmp_name(path):
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
-def atomic_write(path, write):
-    """Write ``path`` through ``write(tmp_path)``, a flush and a rename.
-
-    Parameters
-    ----------
-    path : str or path
-        The file to write.
-    write : callable
-        ``write(tmp_path)`` writes the whole new content to ``tmp_path``.
-
-    Returns
-    -------
-    object
-        What ``write`` returned.
-
-    Raises
-    ------
-    OSError
-        If the write fails (``path`` is then left as it was, and no temporary
-        file remains).
-    """
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        out = write(tmp)
-        fsync(tmp)
-        os.replace(tmp, path)
-        fsync(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename.
-
-    The temporary file is flushed to disk before the rename, so ``path``
-    holds either its old content or all of ``text``, even after a crash or a
-    failed write (which removes the temporary file and raises).
-
-    Parameters
-    ----------
-    path : str or path
-        The file to write.
-    text : str
-        Its new content.
-
-    Raises
-    ------
-    OSError
-        If the write fails (``path`` is then left as it was).
-    """
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _save_tensors(tensors, path, metadata):

@@ -72,6 +72,7 @@ from astropy.wcs import WCS, WCSHDO_P17, WCSHDO_all
 from astropy.wcs.wcs import WCSHDO_SIP
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from ._atomic import atomic_write
 from ._version import __version__
 from .bands import (LEGACY_SURVEY_FILTERS, LEGACY_SURVEY_PIXEL_SCALE, band_letter, parse_bands,
                     parse_filters)
@@ -1894,13 +1895,7 @@ def write_image(image, path, overwrite=False, draws=None):
                                 "the mean of the draws")
         hdus.append(dh)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: fits.HDUList(hdus).writeto(tmp, overwrite=True))
     return path
 
 

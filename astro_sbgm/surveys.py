@@ -31,7 +31,6 @@ read too.
 """
 
 import enum
-import os
 import re
 import warnings
 from pathlib import Path
@@ -45,6 +44,7 @@ from astropy.nddata import CCDData, Cutout2D, StdDevUncertainty
 from astropy.table import QTable, Table
 from astropy.utils.decorators import deprecated_renamed_argument
 
+from ._atomic import atomic_write
 from .bands import LEGACY_SURVEY_PIXEL_SCALE, parse_bands
 from .exceptions import AstroSBGMDeprecationWarning, AstroSBGMInputWarning
 from .io import (as_nanomaggy, celestial_wcs, header_cards, make_image, parse_unit,
@@ -572,13 +572,8 @@ def _write_cutouts(cutouts, index, output, overwrite):
     column = np.array(names, dtype=str)
     table = index.copy()
     table["file"] = column
-    tmp = out / f".index.ecsv.tmp{os.getpid()}"
-    try:
-        table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, out / "index.ecsv")
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(out / "index.ecsv",
+                 lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
     return column
 
 
