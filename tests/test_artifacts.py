@@ -71,7 +71,7 @@ def test_dashed_trails_have_gaps_along_the_line():
 def test_single_band_trails_and_brightness_range():
     image = np.zeros((3, 48, 48))
     out, mask, params = add_satellite_trails(image, n_trails=4, seed=2, all_bands=False,
-                                             brightness=(5.0, 5.0), colour_scatter=0.0,
+                                             brightness=(5.0, 5.0), color_scatter=0.0,
                                              return_params=True)
     assert all(n == 1 for n in params["n_bands"])
     peaks = np.stack(params["peak"])
