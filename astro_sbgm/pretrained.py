@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._serialization import EMA_PREFIX, atomic_write
+from ._atomic import atomic_write, share_like_other_files
 
 __all__ = ["available", "info", "path", "export", "PRETRAINED_DIR", "DEFAULT_MODEL"]
 
@@ -138,6 +138,8 @@ def export(model_dir, name, card, destination=None, overwrite=False):
     """
     from safetensors.numpy import load_file, save_file
 
+    from ._serialization import EMA_PREFIX   # imports torch: only when exporting
+
     if not name or not all(c.isalnum() or c in "-_" for c in name):
         raise ValueError(f"name must be letters, digits, '-' and '_', got {name!r}")
     if not isinstance(card, dict) or not card.get("description"):
@@ -166,4 +168,5 @@ def export(model_dir, name, card, destination=None, overwrite=False):
                          ("config.json", lambda p: p.write_text(json.dumps(config, indent=1))),
                          (_CARD, lambda p: p.write_text(json.dumps(card, indent=1)))):
         atomic_write(out / fname, write)
+    share_like_other_files(out / "model.safetensors")    # safetensors writes 0o600
     return out
