@@ -185,6 +185,13 @@ class GalaxyDiffusion:
         Fraction of the training batches' condition rows dropped, so that one
         network learns both the conditional and the unconditional prediction
         that guidance combines.
+    condition_lr_scale : float
+        The condition embedding learns at ``condition_lr_scale`` times
+        ``learning_rate`` (the rest of the network at ``learning_rate``).  A
+        fine-tune that adds conditions to a trained unconditional model
+        starts the embedding at zero; a larger rate lets it catch up with a
+        network that is already trained (`benchmarks/bench_conditional.py`
+        measures the effect).
     continuous_time : bool
         Train on timesteps drawn from the interval ``[0, T - 1]`` (default)
         rather than the integers (the paper): the few-step samplers evaluate
@@ -221,7 +228,7 @@ class GalaxyDiffusion:
                  scaling="asinh", flux_lower="auto", flux_upper=100.0, flux_softening="auto",
                  batch_size=16, learning_rate=2e-4, lr_warmup=100, grad_clip=1.0,
                  ema_halflife=20_000, ema_rampup=0.1, augment=True, conditions=None,
-                 condition_dropout=0.15, continuous_time=True,
+                 condition_dropout=0.15, condition_lr_scale=1.0, continuous_time=True,
                  device="auto", seed=0):
         self.image_size = image_size
         self.bands = bands
@@ -247,6 +254,7 @@ class GalaxyDiffusion:
         self.augment = augment
         self.conditions = conditions
         self.condition_dropout = condition_dropout
+        self.condition_lr_scale = condition_lr_scale
         self.continuous_time = continuous_time
         self.device = device
         self.seed = seed
@@ -348,7 +356,7 @@ class GalaxyDiffusion:
         if not self.conditions:
             # an unconditional model's parameters read as before conditions existed, so
             # its checkpoints and saved files compare equal to those of earlier versions
-            del out["conditions"], out["condition_dropout"]
+            del out["conditions"], out["condition_dropout"], out["condition_lr_scale"]
         else:
             out["conditions"] = list(check_condition_names(self.conditions, out["bands"]))
         return out
@@ -370,6 +378,8 @@ class GalaxyDiffusion:
         if not 0.0 <= float(self.condition_dropout) < 1.0:
             raise ValueError(f"condition_dropout must lie in [0, 1), got "
                              f"{self.condition_dropout}")
+        if not float(self.condition_lr_scale) > 0:
+            raise ValueError(f"condition_lr_scale must be > 0, got {self.condition_lr_scale}")
 
     # ------------------------------------------------------------------ building blocks
     def _build(self):
@@ -633,7 +643,8 @@ class GalaxyDiffusion:
                           device=self.device_, distributed=distributed, precision=precision,
                           compile=compile, continuous_time=bool(self.continuous_time),
                           conditions=cond_values,
-                          condition_dropout=float(self.condition_dropout))
+                          condition_dropout=float(self.condition_dropout),
+                          condition_lr_scale=float(self.condition_lr_scale))
         if continuing:
             trainer.ema.net.load_state_dict(self.ema_net_.state_dict())
         if record is not None:

@@ -480,6 +480,20 @@ def _check_checkpoint_dir(directory, config):
     return directory
 
 
+def _param_groups(net, condition_lr_scale):
+    """Adam's parameter groups: one, or the condition embedding apart at its scale."""
+    scale = float(condition_lr_scale)
+    if not scale > 0:
+        raise ValueError(f"condition_lr_scale must be > 0, got {condition_lr_scale}")
+    cond = getattr(net, "cond_mlp", None)
+    if cond is None or scale == 1.0:
+        return [{"params": list(net.parameters()), "lr_scale": 1.0}]
+    own = {id(p) for p in cond.parameters()}
+    rest = [p for p in net.parameters() if id(p) not in own]
+    return [{"params": rest, "lr_scale": 1.0},
+            {"params": list(cond.parameters()), "lr_scale": scale}]
+
+
 class Trainer:
     """Train a `~astro_sbgm.diffusion.Denoiser` on a tensor of scaled images.
 
@@ -532,6 +546,9 @@ class Trainer:
         batch, so that one network learns the conditional and the
         unconditional prediction (classifier-free guidance).  The drops come
         from the run's generator, after the augmentation of the batch.
+    condition_lr_scale : float
+        The network's condition embedding (``net.cond_mlp``) learns at this
+        multiple of ``lr``; 1 (the default) keeps a single parameter group.
 
     Raises
     ------
@@ -544,7 +561,7 @@ class Trainer:
                  min_snr_gamma=None, grad_clip=1.0, ema_halflife=50_000, ema_rampup=0.1,
                  lr_warmup=100, augment_data=True, device="cpu", distributed=None,
                  precision="fp32", compile=False, pin_memory=None, continuous_time=False,
-                 conditions=None, condition_dropout=0.1):
+                 conditions=None, condition_dropout=0.1, condition_lr_scale=1.0):
         if data.shape[0] == 0:
             raise ValueError("the training set is empty")
         if conditions is not None:
@@ -581,7 +598,8 @@ class Trainer:
         self.world_size = _dist.get_world_size() if self.distributed else 1
         self.rank = _dist.get_rank() if self.distributed else 0
         self.local_batch = _dist.check_batch_divisible(self.batch_size, self.world_size)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        self.optimizer = torch.optim.Adam(_param_groups(self.net, condition_lr_scale),
+                                          lr=self.lr)
         self.ema = EMA(self.net, ema_halflife, ema_rampup)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.step = 0
@@ -687,7 +705,8 @@ class Trainer:
         """One optimizer step; returns the loss of the global batch."""
         self.net.train()
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * min(1.0, (self.step + 1) / max(self.lr_warmup, 1))
+            group["lr"] = (self.lr * group.get("lr_scale", 1.0)
+                           * min(1.0, (self.step + 1) / max(self.lr_warmup, 1)))
         if self.distributed:
             loss = self._distributed_loss()
             shown = _dist.all_reduce_mean(loss.detach())

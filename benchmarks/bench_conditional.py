@@ -157,6 +157,8 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=20.0, help="fine-tune wall-clock limit")
     p.add_argument("--lr-warmup", type=int, default=20)
     p.add_argument("--dropout", type=float, default=0.15)
+    p.add_argument("--condition-lr-scale", type=float, default=1.0,
+                   help="learning rate of the new condition embedding / the network's")
     p.add_argument("--n-eval", type=int, default=100)
     p.add_argument("--sample-steps", type=int, default=10)
     p.add_argument("--guidance", default="0,1,2,4")
@@ -201,8 +203,10 @@ def main(argv=None):
             print(f"training set of {len(x)} cached in {out} ({results['data_seconds']} s)")
             return
         model = GalaxyDiffusion.pretrained(device="cpu")
+        base_steps = int(model.n_steps_)
         model.set_params(conditions=names, condition_dropout=args.dropout,
-                         lr_warmup=args.lr_warmup)
+                         lr_warmup=args.lr_warmup,
+                         condition_lr_scale=args.condition_lr_scale)
         t0 = time.time()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", AstroSBGMConditionWarning)
@@ -210,8 +214,9 @@ def main(argv=None):
                       conditions=table, checkpoint_dir=out / "checkpoints",
                       checkpoint_every=50, time_limit=60.0 * args.minutes)
         results["fit"] = {"seconds": round(time.time() - t0, 1),
-                          "steps": int(model.n_steps_) - 1505,
-                          "images_seen": (int(model.n_steps_) - 1505) * model.batch_size,
+                          "base_model_steps": base_steps,
+                          "steps": int(model.n_steps_) - base_steps,
+                          "images_seen": (int(model.n_steps_) - base_steps) * model.batch_size,
                           "final_loss_mean_last50": float(np.mean(model.history_[-50:])),
                           "warnings": [str(w.message) for w in caught],
                           "conditions": model.conditions_.to_dict()}

@@ -287,3 +287,29 @@ def test_inpaint_and_transfer_accept_conditions(two_conditions):
     assert moved.meta["CONDV0"] == 19.5 and moved.meta["GUIDANCE"] == 3.0
     with pytest.raises(ValueError, match="lacks column"):
         m.transfer(image, conditions={"mag_r": 19.5 * u.mag}, **kw)
+
+
+def test_condition_lr_scale_speeds_up_only_the_new_embedding():
+    X = _blobs(8)
+    base = _tiny(learning_rate=1e-3).fit(X, bands="grz", steps=2, progress=False)
+    state = {k: v.clone() for k, v in base.net_.state_dict().items()}
+    moved = {}
+    for scale in (1.0, 10.0):
+        model = _tiny(learning_rate=1e-3).fit(X, bands="grz", steps=2, progress=False)
+        model.set_params(conditions=["mag_r"], condition_lr_scale=scale)
+        model.fit(X, bands="grz", steps=1, progress=False, warm_start=True)
+        after = model.net_.state_dict()
+        # the embedding's last layer starts at zero: its change is Adam's first step
+        moved[scale] = float(after["cond_mlp.2.weight"].abs().max())
+        rest = {k: v for k, v in after.items() if not k.startswith("cond_mlp")}
+        if scale == 1.0:
+            rest_1 = rest
+    # Adam's first step moves each weight by about the learning rate, whatever the gradient
+    assert moved[1.0] == pytest.approx(1e-3, rel=1e-2)
+    assert moved[10.0] == pytest.approx(10 * moved[1.0], rel=1e-3)
+    for k, v in rest.items():   # the rest of the network trains exactly as before
+        torch.testing.assert_close(v, rest_1[k], rtol=0, atol=0)
+    assert any(not torch.equal(v, state[k]) for k, v in rest.items())   # and it did train
+    with pytest.raises(ValueError, match="condition_lr_scale must be > 0"):
+        model.set_params(condition_lr_scale=0)
+        model.fit(X, bands="grz", steps=1, progress=False, warm_start=True)
