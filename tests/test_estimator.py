@@ -100,6 +100,8 @@ def test_sample_i_does_not_depend_on_n_or_batch_size(fitted, sampler):
     c = _stack(fitted.sample(1, seed=7, batch_size=1, **kw))
     np.testing.assert_array_equal(a[:3], b)
     np.testing.assert_array_equal(a[:1], c)
+    d = _stack(fitted.sample(3, seed=7, **kw))   # batch_size=None: the device's default
+    np.testing.assert_array_equal(d, b)
     other = _stack(fitted.sample(3, seed=8, **kw))
     assert not np.array_equal(other, b)
     assert not np.array_equal(a[0], a[1])
