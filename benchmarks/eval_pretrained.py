@@ -17,8 +17,10 @@ bundled model trained on seed 13):
 * Cohen's d of every SGD property; ellipticity and concentration
   (``measure_galaxies(morphology=True)``) and the fraction at e > 0.5;
 * the per-sampler table (dpmpp-2m and heun at about 10, 20, 50 network
-  evaluations) on ``--n-samplers`` galaxies against as many held-out ones;
-* the SGD against images seen, from the run's checkpoints (``--run``);
+  evaluations) on ``--n-samplers`` galaxies against as many held-out ones,
+  with each row's fraction of thin discs (e > 0.5);
+* the SGD and the thin-disc fraction against images seen, from the run's
+  checkpoints (``--run``);
 * a nearest-neighbour memorisation check against the training set;
 * the time to draw 64 galaxies with the default sampler.
 
@@ -181,7 +183,8 @@ def main(argv=None):
         m = a.n_samplers
         base = _sgd(cats[1][:m], cats[0][:m])
         rows = [{"sampler": "real vs real", "steps": None, "nfe": 0,
-                 "sgd": round(float(base.total), 4)}]
+                 "sgd": round(float(base.total), 4),
+                 "e_gt_0.5": round(_fraction(cats[0][:m], "ellipticity", 0.5), 4)}]
         for sampler, steps in a.samplers:
             t0 = time.perf_counter()
             if (sampler, steps) == (res["sampler"]["name"], res["sampler"]["steps"]):
@@ -190,9 +193,11 @@ def main(argv=None):
             else:
                 f = model.sample(m, sampler=sampler, steps=steps, seed=0, progress=False)
                 sec = time.perf_counter() - t0
-            r = _sgd(_measure(f), cats[0][:m], 50, 5)
+            cat = _measure(f)
+            r = _sgd(cat, cats[0][:m], 50, 5)
             rows.append({"sampler": sampler, "steps": steps, "nfe": int(f[0].meta["NFE"]),
                          "sgd": round(float(r.total), 4),
+                         "e_gt_0.5": round(_fraction(cat, "ellipticity", 0.5), 4),
                          "bootstrap_std": round(float(r.bootstrap_std), 4),
                          "max_abs_d": round(max(abs(v) for v in r.cohens_d.values()), 3),
                          "seconds": round(sec, 1)})
@@ -224,10 +229,12 @@ def main(argv=None):
                 model.ema_net_.load_state_dict({k[4:]: v for k, v in tensors.items()
                                                 if k.startswith("ema.")})
                 f = model.sample(m, steps=a.steps, seed=0, progress=False)
-            sgd = float(_sgd(_measure(f), cats[0][:m]).total)
+            cat = _measure(f)
+            sgd = float(_sgd(cat, cats[0][:m]).total)
             points.append({"step": int(info["step"]),
                            "images_seen": int(info["step"]) * int(info["batch_size"]),
-                           "sgd": round(sgd, 4)})
+                           "sgd": round(sgd, 4),
+                           "e_gt_0.5": round(_fraction(cat, "ellipticity", 0.5), 4)})
             print(points[-1])
         points.sort(key=lambda q: q["step"])
         res["curve"] = {"n": m, "baseline": round(base, 4), "points": points}
