@@ -78,9 +78,10 @@ from .bands import (LEGACY_SURVEY_FILTERS, LEGACY_SURVEY_PIXEL_SCALE, band_lette
                     parse_filters)
 from .exceptions import AstroSBGMInputWarning
 
-__all__ = ["read_image", "read_images", "read_mask", "check_mask_bits", "read_raw", "read_picture", "write_image",
-           "make_image", "provenance_cards", "as_batch", "holds_many", "is_canonical",
-           "image_bands", "image_filters", "is_picture", "rgb_to_bands", "to_model_grid", "select_bands",
+__all__ = ["read_image", "read_images", "read_mask", "check_mask_bits", "read_raw",
+           "read_picture", "write_image", "make_image", "provenance_cards", "as_batch",
+           "holds_many", "is_canonical", "image_bands", "image_filters", "is_picture",
+           "rgb_to_bands", "to_model_grid", "select_bands",
            "celestial_wcs", "wcs_from_header", "header_cards", "parse_unit", "expand_paths",
            "pixel_scale_of", "make_tan_wcs", "as_nanomaggy", "ZERO_POINT_CARDS",
            "PICTURE_SUFFIXES", "RGB_WAVELENGTHS", "AstroSBGMInputWarning"]
@@ -1676,9 +1677,8 @@ def _mask_on_grid(mask, shape, wcs, bits, hdu, bands, definitions):
         img = mask.to_mask(mode="center").to_image((ny, nx))
         arr = np.zeros((ny, nx), bool) if img is None else np.asarray(img) > 0
     else:
-        if not (_looks_like_path(mask) or isinstance(mask, (fits.HDUList, fits.PrimaryHDU,
-                                                           fits.ImageHDU, fits.CompImageHDU,
-                                                           NDData))):
+        readable = (fits.HDUList, fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU, NDData)
+        if not (_looks_like_path(mask) or isinstance(mask, readable)):
             mask = np.asarray(mask)
             if mask.dtype == object:
                 raise TypeError(f"cannot use a {type(mask).__name__} as a mask; give a "

@@ -839,8 +839,8 @@ class StreamingData:
         x = self._read(idx)
         order = perm.tolist()
         b = int(batch_size)
-        self._plan.batches = [order[p:p + b][part] for p in range(int(pos), len(order) - b + 1,
-                                                                   b)]
+        starts = range(int(pos), len(order) - b + 1, b)
+        self._plan.batches = [order[p:p + b][part] for p in starts]
         self._expected = collections.deque(self._plan.batches)
         self._it = self._loader_iter()
         return x

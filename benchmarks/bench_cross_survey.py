@@ -45,7 +45,8 @@ def _report(label, mags, truth):
     ok = np.all(np.isfinite(d), axis=1)
     med = np.median(d[ok], axis=0)
     mad = 1.4826 * np.median(np.abs(d[ok] - med), axis=0)
-    print(f"{label:34s} " + "  ".join(f"{b}: {m:+.3f} ({s:.3f})" for b, m, s in zip("grz", med, mad))
+    print(f"{label:34s} "
+          + "  ".join(f"{b}: {m:+.3f} ({s:.3f})" for b, m, s in zip("grz", med, mad))
           + f"   [{ok.sum()} galaxies]")
 
 

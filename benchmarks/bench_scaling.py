@@ -9,8 +9,9 @@ and the SGD between the round-tripped set and the untouched set is compared
 with the real-vs-real noise floor (two independent mock sets of the same
 size).  Everything is measured twice: on the default mock survey and on one
 whose z band is three times noisier (``sky_noise=(1, 1, 3)``), where one
-lower clip for all bands would cut into the z sky.  A scaling whose cost is not well under that floor flattens the
-photometry before any network is involved (DESIGN.md, "Measured pitfalls").
+lower clip for all bands would cut into the z sky.  A scaling whose cost is not
+well under that floor flattens the photometry before any network is involved
+(DESIGN.md, "Measured pitfalls").
 """
 
 import argparse
@@ -61,6 +62,7 @@ def main():
                 lower = ",".join(f"{v:.3f}" for v in np.broadcast_to(scaler.lower_, (3,)))
                 print(f"{name:34s} {scaler.upper_:9.3g} {lower:>24s} {sgd:26.4f}")
             print(f"{'real vs real (noise floor)':34s} {'':9s} {'':24s} {floor:26.4f}")
+
 
 if __name__ == "__main__":
     main()
