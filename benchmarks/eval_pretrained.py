@@ -147,7 +147,7 @@ def main(argv=None):
                "median_ellipticity": round(float(np.nanmedian(c["ellipticity"])), 4),
                "median_concentration": round(float(np.nanmedian(c["concentration"])), 4)}
         for name, c in (("generated", cat_fake), ("held_out", cats[0]),
-                        ("held_out_2", cats[1]))}
+                        ("held_out_2", cats[1]), ("held_out_round_tripped", cat_rt))}
     print(json.dumps({k: res[k] for k in ("sgd_raw", "sgd_round_tripped", "baseline",
                                           "floor", "ratio_raw", "morphology")}, indent=1))
 
