@@ -607,11 +607,21 @@ class GalaxyDiffusion:
         distributed = _dist.init_distributed(self.device_)
         if distributed:
             _dist.check_batch_divisible(self.batch_size)
-        config = {"params": self._json_params(), "scaler": None}
+        history_before = len(getattr(self, "history_", [])) if continuing else 0
+        # where a fine-tune began: a resumed run counts from the model it started from,
+        # whatever model the resuming call was handed (its weights are replaced anyway)
+        config = {"params": self._json_params(), "scaler": None,
+                  "steps_before": steps_before, "history_before": history_before}
         record = _dist.run_on_main(latest_checkpoint, checkpoint_dir) if resume else None
         if record is not None:   # the Trainer checks the rest when it loads the checkpoint
             saved = checkpoint_run_config(record, config["params"], checkpoint_dir)
             self.scaler_ = FluxScaler.from_dict(saved["scaler"])
+            if continuing and "steps_before" in saved:
+                steps_before = int(saved["steps_before"])
+                history_before = int(saved.get("history_before", history_before))
+                self.history_ = list(getattr(self, "history_", []))[:history_before]
+                config["steps_before"] = steps_before
+                config["history_before"] = history_before
         elif not continuing and fluxes is None:   # a documented subsample, read once
             self.scaler_ = _dist.run_on_main(fit_flux_scaler, self.scaler_, source,
                                              int(scaler_images), workers)[0]

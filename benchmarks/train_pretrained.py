@@ -93,6 +93,8 @@ def main(argv=None):
     info_path = out / "run.json"
     if info_path.exists():
         runs = json.loads(info_path.read_text()).get("calls", [])
+    if resume and runs:     # where the previous call stopped, not the model handed to this one
+        steps_before = int(runs[-1]["steps_after"])
     runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0)),
                  "resumed": bool(resume), "init_from": a.init_from,
                  "steps_before": steps_before, "train_seconds": round(t_train, 1),

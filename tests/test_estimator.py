@@ -503,6 +503,25 @@ def test_warm_start_is_a_fresh_run_of_the_given_steps(train_set, monkeypatch):
     assert m.n_steps_ == 9 and len(seen) == 2
 
 
+def test_resumed_fine_tune_counts_from_the_model_it_started_from(train_set, tmp_path):
+    # the resuming call may be handed a later model than the one the run began
+    # from (e.g. a bundled name whose weights were since replaced by this very
+    # run's output): the checkpoint's weights win, and so must its step count
+    base = _tiny(batch_size=4).fit(train_set, steps=4, progress=False)
+    base.save(tmp_path / "base")
+    ckpt = tmp_path / "ckpt"
+    later = GalaxyDiffusion.load(tmp_path / "base", device="cpu")
+    later.fit(train_set, steps=3, warm_start=True, progress=False, checkpoint_dir=ckpt,
+              checkpoint_every=3)
+    assert later.n_steps_ == 7
+    later.fit(train_set, steps=5, warm_start=True, progress=False, checkpoint_dir=ckpt,
+              resume=True)
+    assert later.n_steps_ == 4 + 5
+    straight = GalaxyDiffusion.load(tmp_path / "base", device="cpu").fit(
+        train_set, steps=5, warm_start=True, progress=False)
+    assert later.history_ == straight.history_
+
+
 def test_warm_start_restarts_the_learning_rate_warm_up(train_set, monkeypatch):
     from astro_sbgm import training
 
