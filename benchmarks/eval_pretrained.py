@@ -30,6 +30,7 @@ curve) go to ``--out``; the numbers to ``--json``.
 
 import argparse
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -150,6 +151,7 @@ def main(argv=None):
                         ("held_out_2", cats[1]), ("held_out_round_tripped", cat_rt))}
     print(json.dumps({k: res[k] for k in ("sgd_raw", "sgd_round_tripped", "baseline",
                                           "floor", "ratio_raw", "morphology")}, indent=1))
+    _write(a.json, res)   # after every part: a later part that fails loses only itself
 
     # figures: montages, histograms
     fig = plot_montage(fakes[:64], ncols=8, method="lupton")
@@ -178,6 +180,7 @@ def main(argv=None):
                                       mem.sample_distances[:6, None])
         fig.savefig(out / f"{a.prefix}_neighbours.png", dpi=80)
         print("memorisation", res["memorisation"])
+        _write(a.json, res)
 
     if "samplers" not in skip:
         m = a.n_samplers
@@ -203,6 +206,7 @@ def main(argv=None):
                          "seconds": round(sec, 1)})
             print(rows[-1])
         res["samplers"] = {"n": m, "rows": rows}
+        _write(a.json, res)
 
     if "curve" not in skip and a.run:
         records = sorted(Path(a.run, "checkpoints").glob("checkpoint-*.json"))
@@ -210,7 +214,7 @@ def main(argv=None):
             0, len(records) - 1, min(a.curve_points, len(records))).round())]
         m = a.n_curve
         base = float(_sgd(cats[1][:m], cats[0][:m]).total)
-        points = json.loads(Path(a.curve_from).read_text())["points"] if a.curve_from else []
+        points = _curve_points(a.curve_from) if a.curve_from else []
         done = {q["step"] for q in points}
         # a run that continued another model (train_pretrained.py --init-from) counts its
         # checkpoints from 0: the model's steps are those before plus the checkpoint's
@@ -252,8 +256,25 @@ def main(argv=None):
         fig.tight_layout()
         fig.savefig(out / f"{a.prefix}_curve.png", dpi=90)
 
-    Path(a.json).write_text(json.dumps(res, indent=1))
+    _write(a.json, res)
     print(f"wrote {a.json}")
+
+
+def _curve_points(path):
+    """Curve points of an earlier evaluation: its whole JSON or only its ``curve``."""
+    saved = json.loads(Path(path).read_text())
+    saved = saved.get("curve", saved)
+    if "points" not in saved:
+        raise SystemExit(f"--curve-from {path}: no curve points in it (a JSON written by "
+                         "--json, or its 'curve' entry, is expected)")
+    return list(saved["points"])
+
+
+def _write(path, res):
+    """Write the results JSON atomically."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
