@@ -29,6 +29,8 @@ def main(argv=None):
     p.add_argument("--name", default=pretrained.DEFAULT_MODEL)
     p.add_argument("--previous-card", default=None,
                    help="card.json of the model a continued run started from")
+    p.add_argument("--checkpoint-every", type=int, default=250,
+                   help="the --checkpoint-every the run was trained with (for its command)")
     a = p.parse_args(argv)
     run = json.loads(Path(a.run, "run.json").read_text())
     quality = json.loads(Path(a.quality).read_text())
@@ -50,7 +52,9 @@ def main(argv=None):
             "train_seconds": run["train_seconds"], "hardware": run["hardware"],
             "calls": run["calls"],
             "command": ("python benchmarks/train_pretrained.py --out RUN --init-from "
-                        f"{run['calls'][0]['init_from']} --threads 1 --checkpoint-every 250"),
+                        f"{run['calls'][0]['init_from']} "
+                        f"--threads {run['calls'][0].get('threads', 1)} "
+                        f"--checkpoint-every {a.checkpoint_every}"),
             "note": "continued from the weight average of the previous stage with "
                     "fit(warm_start=True): Adam, the learning-rate warm-up, the data order "
                     "and the weight average's ramp-up start afresh"}]
