@@ -20,8 +20,10 @@ Run (the numbers of docs/conditional.rst)::
         --figure docs/_static/conditional_requested_vs_measured.png \\
         --rst docs/conditional_table.txt
 
-``--skip-train`` re-measures a model already in ``RUN/model``; ``--tiny`` is a smoke test
-(a few steps, 8 galaxies) for development.
+A call on a ``RUN`` whose fine-tune was stopped (``--minutes`` reached, a signal)
+continues it from its newest checkpoint (``fit(resume=True)``), so a long fine-tune can run
+as several calls; ``--skip-train`` re-measures a model already in ``RUN/model``;
+``--tiny`` is a smoke test (a few steps, 8 galaxies) for development.
 """
 
 import argparse
@@ -38,6 +40,7 @@ from astro_sbgm import GalaxyDiffusion
 from astro_sbgm.datasets import make_mock_legacy_survey
 from astro_sbgm.exceptions import AstroSBGMConditionWarning
 from astro_sbgm.metrics import measure_galaxies, synthetic_galaxy_distance
+from astro_sbgm.training import atomic_write_text, latest_checkpoint
 
 TRAIN_SEED = 13
 HELD_OUT_SEED = 1001
@@ -203,7 +206,16 @@ def main(argv=None):
             print(f"training set of {len(x)} cached in {out} ({results['data_seconds']} s)")
             return
         model = GalaxyDiffusion.pretrained(device="cpu")
-        base_steps = int(model.n_steps_)
+        # a call after a stopped one continues its checkpoints (fit(resume=True)); the
+        # fine-tune's start is the bundled model of the first call, recorded then
+        resume = latest_checkpoint(out / "checkpoints") is not None
+        start = out / "fit-start.json"
+        if resume and start.exists():
+            base_steps = int(json.loads(start.read_text())["base_model_steps"])
+            print(f"resuming the fine-tune in {out / 'checkpoints'}")
+        else:
+            base_steps = int(model.n_steps_)
+            atomic_write_text(start, json.dumps({"base_model_steps": base_steps}))
         model.set_params(conditions=names, condition_dropout=args.dropout,
                          lr_warmup=args.lr_warmup,
                          condition_lr_scale=args.condition_lr_scale)
@@ -212,8 +224,9 @@ def main(argv=None):
             warnings.simplefilter("always", AstroSBGMConditionWarning)
             model.fit(x, bands="grz", steps=args.steps, warm_start=True, progress=False,
                       conditions=table, checkpoint_dir=out / "checkpoints",
-                      checkpoint_every=50, time_limit=60.0 * args.minutes)
-        results["fit"] = {"seconds": round(time.time() - t0, 1),
+                      checkpoint_every=50, time_limit=60.0 * args.minutes,
+                      resume=resume)
+        results["fit"] = {"seconds": round(time.time() - t0, 1), "resumed": resume,
                           "base_model_steps": base_steps,
                           "steps": int(model.n_steps_) - base_steps,
                           "images_seen": (int(model.n_steps_) - base_steps) * model.batch_size,
