@@ -46,9 +46,10 @@ def main(argv=None):
             {"n_steps": before["n_steps"], "images_seen": before["images_seen"],
              "train_seconds": before["train_seconds"], "hardware": before["hardware"],
              "calls": before["calls"], "command": before.get("command")}]
+        # each stage records its own steps: this one's are the total less all earlier ones
         stages = stages + [{
-            "n_steps": run["n_steps"] - stages[-1]["n_steps"],
-            "images_seen": run["images_seen"] - stages[-1]["images_seen"],
+            "n_steps": run["n_steps"] - sum(s["n_steps"] for s in stages),
+            "images_seen": run["images_seen"] - sum(s["images_seen"] for s in stages),
             "train_seconds": run["train_seconds"], "hardware": run["hardware"],
             "calls": run["calls"],
             "command": ("python benchmarks/train_pretrained.py --out RUN --init-from "
