@@ -40,7 +40,7 @@ from astro_sbgm import GalaxyDiffusion
 from astro_sbgm.datasets import make_mock_legacy_survey
 from astro_sbgm.exceptions import AstroSBGMConditionWarning
 from astro_sbgm.metrics import measure_galaxies, synthetic_galaxy_distance
-from astro_sbgm.training import atomic_write_text, latest_checkpoint
+from astro_sbgm.training import latest_checkpoint
 
 TRAIN_SEED = 13
 HELD_OUT_SEED = 1001
@@ -207,15 +207,15 @@ def main(argv=None):
             return
         model = GalaxyDiffusion.pretrained(device="cpu")
         # a call after a stopped one continues its checkpoints (fit(resume=True)); the
-        # fine-tune's start is the bundled model of the first call, recorded then
-        resume = latest_checkpoint(out / "checkpoints") is not None
-        start = out / "fit-start.json"
-        if resume and start.exists():
-            base_steps = int(json.loads(start.read_text())["base_model_steps"])
+        # fine-tune counts from the model its first call began with, which fit saved in
+        # every checkpoint's run configuration
+        record = latest_checkpoint(out / "checkpoints")
+        resume = record is not None
+        if resume:
+            base_steps = int(json.loads(record.read_text())["config"]["steps_before"])
             print(f"resuming the fine-tune in {out / 'checkpoints'}")
         else:
             base_steps = int(model.n_steps_)
-            atomic_write_text(start, json.dumps({"base_model_steps": base_steps}))
         model.set_params(conditions=names, condition_dropout=args.dropout,
                          lr_warmup=args.lr_warmup,
                          condition_lr_scale=args.condition_lr_scale)

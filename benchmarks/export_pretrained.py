@@ -29,8 +29,6 @@ def main(argv=None):
     p.add_argument("--name", default=pretrained.DEFAULT_MODEL)
     p.add_argument("--previous-card", default=None,
                    help="card.json of the model a continued run started from")
-    p.add_argument("--checkpoint-every", type=int, default=250,
-                   help="the --checkpoint-every the run was trained with (for its command)")
     a = p.parse_args(argv)
     run = json.loads(Path(a.run, "run.json").read_text())
     quality = json.loads(Path(a.quality).read_text())
@@ -52,10 +50,7 @@ def main(argv=None):
             "images_seen": run["images_seen"] - sum(s["images_seen"] for s in stages),
             "train_seconds": run["train_seconds"], "hardware": run["hardware"],
             "calls": run["calls"],
-            "command": ("python benchmarks/train_pretrained.py --out RUN --init-from "
-                        f"{run['calls'][0]['init_from']} "
-                        f"--threads {run['calls'][0].get('threads', 1)} "
-                        f"--checkpoint-every {a.checkpoint_every}"),
+            "command": _continue_command(run["calls"][0]),
             "note": "continued from the weight average of the previous stage with "
                     "fit(warm_start=True): Adam, the learning-rate warm-up, the data order "
                     "and the weight average's ramp-up start afresh"}]
@@ -91,6 +86,17 @@ def main(argv=None):
         card["training"]["command"] = " ; then ".join(s["command"] for s in stages)
     out = pretrained.export(Path(a.run, "model"), a.name, card, overwrite=True)
     print(f"wrote {out}")
+
+
+def _continue_command(call):
+    """The train_pretrained.py command of a continued stage, from its first call's record
+    (runs recorded before ``checkpoint_every`` was saved used 250, and no ``--minutes``)."""
+    command = (f"python benchmarks/train_pretrained.py --out RUN --init-from {call['init_from']} "
+               f"--threads {call.get('threads', 1)} "
+               f"--checkpoint-every {call.get('checkpoint_every', 250)}")
+    if "minutes" in call:
+        command += f" --minutes {call['minutes']:g}"
+    return command
 
 
 if __name__ == "__main__":

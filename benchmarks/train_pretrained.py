@@ -97,7 +97,8 @@ def main(argv=None):
         steps_before = int(runs[-1]["steps_after"])
     runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0)),
                  "resumed": bool(resume), "init_from": a.init_from,
-                 "steps_before": steps_before, "train_seconds": round(t_train, 1),
+                 "steps_before": steps_before, "minutes": a.minutes,
+                 "checkpoint_every": a.checkpoint_every, "train_seconds": round(t_train, 1),
                  "data_seconds": round(t_data, 1), "steps_after": int(model.n_steps_),
                  "threads": torch.get_num_threads(), "exit_code": code})
     info = {"n_train": a.n_train, "size": a.size, "train_seed": TRAIN_SEED,
