@@ -34,7 +34,8 @@ The protocol (issue 14)
   - photometry of the repaired galaxy (draw 0) against the untouched one
     (`astro_sbgm.metrics.measure_galaxies`: 12 px aperture magnitudes in
     g, r, z, r-band half-light radius): median and 90th percentile of
-    ``|dmag|`` (all bands pooled) and ``|dR_e| / R_e``;
+    ``|dmag|`` (all bands pooled) and ``|dR_e| / R_e``; with ``K > 1`` draws
+    also of the mean of the draws (in the JSON rows, ``mean_dmag_*``);
   - calibration of the draws (`astro_sbgm.metrics.inpainting_calibration`:
     z-score spread against Student's t, 68/95% coverage);
   - network evaluations per image (all draws) and wall time per image.
@@ -303,6 +304,11 @@ def score(name, fills, truths, rms, mask, core, bands, cat_true, rng, ref=None, 
                     "coverage_68": float(cal["coverage_68"]),
                     "coverage_95": float(cal["coverage_95"]),
                     "spread_sigma": float(cal["median_spread_sigma"])})
+        # photometry of the mean of the K draws (what a catalogue would measure on the
+        # posterior-mean image; its yardstick is the perfect mean's row)
+        cat_m = photometry(truths[:n], fills.mean(axis=1))
+        (row["mean_dmag_med"], row["mean_dmag_p90"], row["mean_dre_med"],
+         row["mean_dre_p90"]) = photometry_errors(cat_true[:n], cat_m, bands)
     if clean is not None:   # sky noise the draws carry: (fill - clean) / sigma on faint pixels
         c_arr = np.stack([c.data for c in clean[:n]])
         m = np.asarray(mask[:n], bool) & (c_arr < rms[:n, :, None, None])
@@ -494,6 +500,10 @@ def main(argv=None):
                   f"{row.get('z_std', float('nan')):.2f}, sky noise "
                   f"{row.get('sky_noise_ratio') or float('nan'):.2f}, {nfe} NFE, {sec:.1f} s/img",
                   flush=True)
+            if "mean_dmag_med" in row:
+                print(f"{'':>21s} mean of the {K} draws: |dmag| {row['mean_dmag_med']:.4f}/"
+                      f"{row['mean_dmag_p90']:.3f}, |dRe|/Re {row['mean_dre_med']:.3f}/"
+                      f"{row['mean_dre_p90']:.3f}", flush=True)
     if args.json:
         tmp = Path(args.json + ".tmp")
         tmp.write_text(json.dumps({"command": command, "rows": rows}, indent=1))
