@@ -84,7 +84,9 @@ regions share a box), a longer one (a trail across a large image) is cut
 into pieces, each inpainted in its own box with a margin of
 ``image_size / 8`` pixels of context.  Boxes that do not overlap run
 together in one batch (a wave); pixels filled by an earlier wave are known
-pixels for the later ones, so the pieces join up.  In an image larger than
+pixels for the later ones, so the pieces join up, and a later box re-draws
+the last ``seam_overlap`` pixels of an earlier piece it touches, so that
+each junction is drawn with context on both sides.  In an image larger than
 the model, a box whose known pixels show no source is filled with drawn sky
 noise instead of the network (``sky_shortcut``).  A smaller image is
 padded with unknown pixels, which are generated and thrown away.  An image
@@ -445,6 +447,50 @@ def _waves(boxes, size):
     return waves
 
 
+def _plan_writes(target, size, overlap=0):
+    """The box plan, its waves, and the pixels each box writes.
+
+    A box writes the pixels it is responsible for (`_plan_boxes`) and, with
+    ``overlap`` > 0, re-draws the pixels within ``overlap`` pixels of them
+    that a box of an earlier wave filled: the junction of two pieces moves
+    into the earlier piece, and the later box draws both sides of it with the
+    earlier box's fill beyond it as known pixels, so no filled pixel ends
+    where its own box had no context.
+
+    Returns
+    -------
+    boxes : list
+        ``(y0, x0, assigned)`` as `_plan_boxes`.
+    waves : list of list of int
+        As `_waves`.
+    writes : list of numpy.ndarray
+        Per box, the ``(size, size)`` boolean map (box frame) of the pixels
+        it writes: ``assigned`` and the re-drawn ones.
+    owner : numpy.ndarray
+        ``(H, W)`` index of the box whose values each pixel ends with (-1
+        where none).
+    """
+    H, W = target.shape
+    boxes = _plan_boxes(target, size)
+    waves = _waves(boxes, size)
+    owner = np.full((H, W), -1, int)
+    writes = [None] * len(boxes)
+    grow = np.ones((3, 3), bool)
+    for members in waves:
+        for i in members:
+            y0, x0, assigned = boxes[i]
+            ys = slice(max(y0, 0), min(y0 + size, H))
+            xs = slice(max(x0, 0), min(x0 + size, W))
+            inner = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+            write = assigned.copy()
+            if overlap > 0:
+                near = ndimage.binary_dilation(assigned, structure=grow, iterations=overlap)
+                write[inner] |= near[inner] & target[ys, xs] & (owner[ys, xs] >= 0)
+            owner[ys, xs][write[inner]] = i
+            writes[i] = write
+    return boxes, waves, writes, owner
+
+
 def _sky_sigma(plane, unknown):
     """Robust sky noise of a plane from its known pixels (neighbour differences)."""
     ok = ~unknown[:, 1:] & ~unknown[:, :-1]
@@ -555,10 +601,11 @@ class _Runner:
 
     def __init__(self, model, times, sampler, options, seed, n_draws, batch_size, weights,
                  progress, cond=None, guidance_scale=1.0, data_weight=0.0,
-                 sky_shortcut=True):
+                 sky_shortcut=True, seam_overlap=0):
         self.model = model
         self.data_weight = float(data_weight)
         self.sky_shortcut = bool(sky_shortcut)
+        self.seam_overlap = int(seam_overlap)
         self.n_boxes = self.n_sky_boxes = 0
         self.den = model.denoiser(weights)
         self.wrap = None
@@ -665,12 +712,15 @@ class _Runner:
         work = work.astype(np.float32)
         unk = unknown.copy()
         H, W = target.shape
-        boxes = _plan_boxes(target, size)
+        boxes, waves, writes, _ = _plan_writes(target, size, self.seam_overlap)
         self.n_boxes, self.n_sky_boxes = len(boxes), 0
         shortcut = self.sky_shortcut and (H > size or W > size)
-        for wave in _waves(boxes, size):
+        for wave in waves:
             raws = np.stack([_take(work, boxes[i][0], boxes[i][1], size, 0.0) for i in wave])
-            unks = np.stack([_take(unk, boxes[i][0], boxes[i][1], size, True) for i in wave])
+            # pixels filled by an earlier wave that this box re-draws are unknown to it
+            unks = np.stack([_take(unk, boxes[i][0], boxes[i][1], size, True)
+                             | (writes[i] & _take(unknown, boxes[i][0], boxes[i][1], size, True))
+                             for i in wave])
             sky = np.array([shortcut and not _holds_source(raws[j, 0], unks[j])
                             for j in range(len(wave))], bool)
             gen = np.empty(raws.shape, np.float32)
@@ -684,12 +734,12 @@ class _Runner:
                 gen[~sky] = scaler.inverse_transform(net.reshape((-1,) + net.shape[2:])).reshape(
                     net.shape)
             for j, i in enumerate(wave):
-                y0, x0, assigned = boxes[i]
+                y0, x0 = boxes[i][:2]
                 ys = slice(max(y0, 0), min(y0 + size, H))
                 xs = slice(max(x0, 0), min(x0 + size, W))
                 local = gen[j][..., ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
-                mine = assigned[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
-                put = unk[:, ys, xs] & mine
+                mine = writes[i][ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+                put = unknown[:, ys, xs] & mine
                 work[:, :, ys, xs] = np.where(put, local, work[:, :, ys, xs])
                 unk[:, ys, xs] &= ~mine
         return work
@@ -736,7 +786,7 @@ def inpaint(model, image, mask=None, method="measured", n_draws=1, t_start=None,
             steps=None, grid=None, jump_length=None, n_resample=None, seed=None, weights="ema",
             batch_size=16, bands=None, unit=None, hdu=None, progress=False,
             return_draws=False, mask_bits=None, conditions=None, guidance_scale=1.0,
-            data_weight=None, sky_shortcut=True, **options):
+            data_weight=None, sky_shortcut=True, seam_overlap=None, **options):
     """Fill the masked pixels of an image with a trained diffusion model.
 
     Parameters
@@ -827,6 +877,16 @@ def inpaint(model, image, mask=None, method="measured", n_draws=1, t_start=None,
         noise (measured from its known pixels) instead of running the
         network.  ``meta['SKYBOXES']`` counts them.  Cutouts (one box) never
         take it.
+    seam_overlap : int, optional
+        For an image larger than the model, where a masked area is split
+        between boxes: each box also re-draws the pixels within this many
+        pixels of its own that a box of an earlier wave filled, so the
+        junction moves into the earlier piece and is drawn by one box with
+        context on both sides (``meta['SEAMOVL']``; no extra network
+        evaluations).  Default: a sixteenth of the model's image size (4
+        pixels at 64), half the boxes' context margin, chosen by the
+        frame benchmark (:ref:`inpainting`); 0: each box draws only its own
+        piece.  At most an eighth of the image size (the context margin).
     **options
         Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm);
         they replace the method's own options (``variance="posterior"`` for
@@ -863,6 +923,7 @@ def inpaint(model, image, mask=None, method="measured", n_draws=1, t_start=None,
           (network evaluations per draw, a backward pass counted as one),
           ``DATAWGT`` (known-pixel gradient scale), ``NBOXES`` and
           ``SKYBOXES`` (boxes, and boxes of sky only filled with sky noise),
+          ``SEAMOVL`` (``seam_overlap``),
           ``NDRAWS``, ``SEED``, ``WEIGHTS``,
           ``NFILLED`` (pixels generated), ``TRSTEPS``, and ``DRAWMEAN``
           (True: the filled pixels are a mean of ``NDRAWS`` draws); with
@@ -996,8 +1057,12 @@ def inpaint(model, image, mask=None, method="measured", n_draws=1, t_start=None,
     data_weight = cfg.get("data_weight", 0.0) if data_weight is None else float(data_weight)
     if not data_weight >= 0:
         raise ValueError(f"data_weight must be >= 0 (0: no gradient step), got {data_weight!r}")
+    seam_overlap = int(model.image_size) // 16 if seam_overlap is None else int(seam_overlap)
+    if not 0 <= seam_overlap <= max(int(model.image_size) // 8, 1):
+        raise ValueError(f"seam_overlap must be between 0 and {max(int(model.image_size) // 8, 1)}"
+                         f" pixels (an eighth of the model's image size), got {seam_overlap}")
     runner = _Runner(model, times, sampler, options, seed, n_draws, batch_size, weights,
-                     progress, cond, guidance_scale, data_weight, sky_shortcut)
+                     progress, cond, guidance_scale, data_weight, sky_shortcut, seam_overlap)
     model_scale = float(model.pixel_scale)
     regrid = (ccd.wcs is not None and abs(pixel_scale_of(ccd.wcs).to_value(u.arcsec)
                                           / model_scale - 1) > 1e-3)
@@ -1059,6 +1124,7 @@ def inpaint(model, image, mask=None, method="measured", n_draws=1, t_start=None,
     meta["DATAWGT"] = (data_weight, "known-pixel gradient step scale (0: none)")
     meta["NBOXES"] = (int(runner.n_boxes), "model-size boxes inpainted")
     meta["SKYBOXES"] = (int(runner.n_sky_boxes), "boxes of sky only, filled with sky noise")
+    meta["SEAMOVL"] = (runner.seam_overlap, "[pix] pixels re-drawn across box junctions")
     meta["NDRAWS"] = (n_draws, "draws; the data hold their mean")
     meta["SEED"] = (int(seed), "seed of the draws")
     meta["WEIGHTS"] = (weights, "ema = weight average, model = raw")

@@ -17,14 +17,19 @@ with the default method (``--method``) in model-size boxes.  Printed:
 * seams: the residual ``(fill - truth) / sigma`` of filled pixels at a box
   border (a 4-neighbour filled by another box) against the rest, RMS and
   mean; sky pixels (noiseless truth below 0.5 sigma) and source pixels
-  apart (a perfect draw gives RMS sqrt(2) = 1.41 on sky);
+  apart (a perfect draw gives RMS sqrt(2) = 1.41 on sky); for source
+  pixels also border minus inside with the inside pixels weighted to the
+  border pixels' brightness, with bootstrap intervals over junctions, and
+  the border pixels split by the side of the junction: the box that ran in
+  the earlier wave, or the later box (which saw the earlier fill as known);
 * with ``--compare-shortcut``, the same residuals for the frame repaired
   without the sky shortcut (the network in every box).
 
 Usage::
 
     python benchmarks/bench_inpainting_frame.py [--size 2048] [--n-galaxies 400] \\
-        [--trails 3] [--threads 2] [--method NAME] [--compare-shortcut] [--json out.json]
+        [--trails 3] [--seed 2001] [--threads 2] [--method NAME] [--seam-overlap K] \\
+        [--compare-shortcut] [--json out.json]
 """
 
 import argparse
@@ -39,11 +44,12 @@ import numpy as np
 import torch
 import astropy.units as u
 from astropy.nddata import CCDData, StdDevUncertainty
+from scipy import ndimage
 
 from astro_sbgm import GalaxyDiffusion
 from astro_sbgm.artifacts import add_satellite_trails
 from astro_sbgm.datasets import make_mock_legacy_survey
-from astro_sbgm.inpainting import _plan_boxes, inpaint
+from astro_sbgm.inpainting import _plan_writes, inpaint
 from astro_sbgm.io import make_tan_wcs
 
 
@@ -74,30 +80,80 @@ def build_frame(size, n_galaxies, n_trails, seed, model):
     return truth, clean, sigma, defaced, mask
 
 
-def seam_residuals(out, truth, clean, sigma, mask, size):
-    """RMS and mean of (fill - truth)/sigma at box borders and inside, sky and sources."""
+def seam_residuals(out, truth, clean, sigma, mask, size, overlap=0, n_boot=1000, seed=0):
+    """RMS and mean of (fill - truth)/sigma at box borders and inside, sky and sources.
+
+    Source pixels are compared like with like as well: the residual of a pixel
+    grows with its brightness, so ``inside_source_matched`` weighs the inside
+    source pixels to the border pixels' distribution of ``clean / sigma``
+    (bins of 0.25 dex).  ``border_minus_inside_source`` gives border minus
+    matched inside (RMS and mean) with 68% and 95% bootstrap intervals over
+    the junctions (connected groups of border pixels), since the pixels of one
+    junction are not independent.
+    """
     target = mask.any(axis=0)
-    owner = np.full(target.shape, -1, int)
-    for i, (y0, x0, assigned) in enumerate(_plan_boxes(target, size)):
-        H, W = target.shape
-        ys, xs = slice(max(y0, 0), min(y0 + size, H)), slice(max(x0, 0), min(x0 + size, W))
-        loc = assigned[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
-        owner[ys, xs][loc] = i
+    # the box whose values each filled pixel ends with, and the wave each box ran in: at a
+    # junction, the box of the later wave saw the earlier box's fill as known pixels
+    boxes, waves, _, owner = _plan_writes(target, size, overlap)
+    wave_of = np.zeros(len(boxes) + 1, int)
+    for w, members in enumerate(waves):
+        wave_of[members] = w
+    wave_of[-1] = -1   # owner -1 (not a target pixel)
     border = np.zeros(target.shape, bool)
+    earlier = np.zeros(target.shape, bool)
     for axis in (0, 1):
         for shift in (1, -1):
             nb = np.roll(owner, shift, axis=axis)
-            border |= target & (nb >= 0) & (nb != owner)
+            here = target & (nb >= 0) & (nb != owner)
+            border |= here
+            earlier |= here & (wave_of[owner] < wave_of[nb])
     r = (np.asarray(out.data, float) - truth) / sigma[:, None, None]
-    sky = clean < 0.5 * sigma[:, None, None]
+    snr = clean / sigma[:, None, None]
+    sky = snr < 0.5
     res = {}
-    for where, sel in (("border", border), ("inside", target & ~border)):
+    for where, sel in (("border", border), ("inside", target & ~border),
+                       ("border_earlier_box", earlier), ("border_later_box", border & ~earlier)):
         for what, pix in (("sky", sky), ("source", ~sky)):
             m = mask & sel[None] & pix
             v = r[m]
             res[f"{where}_{what}"] = {"n": int(v.size),
                                       "rms": float(np.sqrt(np.mean(v ** 2))) if v.size else None,
                                       "mean": float(np.mean(v)) if v.size else None}
+    # like with like: inside source pixels weighted to the border's brightness distribution
+    mb, mi = mask & border[None] & ~sky, mask & (target & ~border)[None] & ~sky
+    if not mb.any() or not mi.any():
+        return res
+    edges = np.arange(np.log10(0.5), np.log10(snr.max()) + 0.25, 0.25)
+    bin_b = np.digitize(np.log10(snr[mb]), edges)
+    bin_i = np.digitize(np.log10(snr[mi]), edges)
+    n_b = np.bincount(bin_b, minlength=edges.size + 1).astype(float)
+    n_i = np.bincount(bin_i, minlength=edges.size + 1).astype(float)
+    w_i = np.where(n_i[bin_i] > 0, n_b[bin_i] / np.maximum(n_i[bin_i], 1), 0.0)
+    v_i = r[mi]
+    rms_i = float(np.sqrt(np.sum(w_i * v_i ** 2) / np.sum(w_i)))
+    mean_i = float(np.sum(w_i * v_i) / np.sum(w_i))
+    res["inside_source_matched"] = {"n": int(v_i.size), "rms": rms_i, "mean": mean_i,
+                                    "border_pixels_unmatched": int((n_i[bin_b] == 0).sum())}
+    # bootstrap over junctions: groups of border pixels within 3 px of each other
+    groups, _ = ndimage.label(ndimage.binary_dilation(border, iterations=3))
+    _, gid = np.unique(np.broadcast_to(groups, mask.shape)[mb], return_inverse=True)
+    n_groups = int(gid.max()) + 1
+    v_b = r[mb]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)[gid]
+        diffs.append((np.sqrt(np.sum(counts * v_b ** 2) / counts.sum()) - rms_i,
+                      np.sum(counts * v_b) / counts.sum() - mean_i))
+    diffs = np.array(diffs)
+    b = res["border_source"]
+    res["border_minus_inside_source"] = {
+        "junctions": n_groups,
+        "rms": b["rms"] - rms_i, "mean": b["mean"] - mean_i,
+        "rms_68": np.percentile(diffs[:, 0], [16, 84]).tolist(),
+        "rms_95": np.percentile(diffs[:, 0], [2.5, 97.5]).tolist(),
+        "mean_68": np.percentile(diffs[:, 1], [16, 84]).tolist(),
+        "mean_95": np.percentile(diffs[:, 1], [2.5, 97.5]).tolist()}
     return res
 
 
@@ -126,6 +182,8 @@ def main(argv=None):
     p.add_argument("--method", default=None, help="inpainting method (default: inpaint's)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--compare-shortcut", action="store_true")
+    p.add_argument("--seam-overlap", type=int, default=None,
+                   help="inpaint's seam_overlap (default: inpaint's)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -144,6 +202,8 @@ def main(argv=None):
         warnings.simplefilter("ignore")
         prof.enable()
         kw = {} if args.method is None else {"method": args.method}
+        if args.seam_overlap is not None:
+            kw["seam_overlap"] = args.seam_overlap
         out = inpaint(model, defaced, mask, seed=0, batch_size=args.batch_size, **kw)
         prof.disable()
     wall = time.perf_counter() - t0
@@ -153,7 +213,9 @@ def main(argv=None):
            "peak_rss_mb_after": round(rss1), "boxes": int(out.meta["NBOXES"]),
            "sky_boxes": int(out.meta["SKYBOXES"]), "nfe_total": int(out.meta["NFE"]),
            "profile_s": profile_summary(prof),
-           "seams": seam_residuals(out, truth, clean, sigma, mask, int(model.image_size))}
+           "seam_overlap": int(out.meta["SEAMOVL"]),
+           "seams": seam_residuals(out, truth, clean, sigma, mask, int(model.image_size),
+                                   int(out.meta["SEAMOVL"]))}
     print(f"inpaint: {wall:.1f} s, peak RSS {rss0:.0f} MB before -> {rss1:.0f} MB after; "
           f"{res['boxes']} boxes, {res['sky_boxes']} of sky only, {res['nfe_total']} network "
           f"evaluations per draw in all", flush=True)
@@ -168,7 +230,8 @@ def main(argv=None):
         res["no_shortcut"] = {"wall_s": round(time.perf_counter() - t0, 1),
                               "nfe_total": int(full.meta["NFE"]),
                               "seams": seam_residuals(full, truth, clean, sigma, mask,
-                                                      int(model.image_size))}
+                                                      int(model.image_size),
+                                                      int(full.meta["SEAMOVL"]))}
         print("without the sky shortcut:", json.dumps(res["no_shortcut"]))
     if args.json:
         with open(args.json, "w") as fh:

@@ -15,7 +15,8 @@ import torch
 from astro_sbgm import GalaxyDiffusion, NotFittedError
 from astro_sbgm._cli_inpaint import add_inpaint_parser, write_result
 from astro_sbgm.artifacts import add_satellite_trails
-from astro_sbgm.inpainting import (INPAINT_METHODS, _plan_boxes, _waves, inpaint, inpainting_grid,
+from astro_sbgm.inpainting import (INPAINT_METHODS, _plan_boxes, _plan_writes, _waves, inpaint,
+                                   inpainting_grid,
                                    known_pixel_guidance, repaint_times)
 from astro_sbgm.io import AstroSBGMInputWarning, read_image, write_image
 
@@ -93,6 +94,32 @@ def test_boxes_cover_every_target_pixel_once():
     (y0, x0, assigned), = _plan_boxes(np.ones((10, 12), bool), 16)
     assert (y0, x0) == (-3, -2)
     assert assigned[3:13, 2:14].all() and assigned.sum() == 120
+
+
+def test_seam_overlap_redraws_junctions_in_the_later_box():
+    target = np.zeros((40, 150), bool)
+    target[18:21, :] = True                      # a trail split between several boxes
+    boxes, waves, writes, owner = _plan_writes(target, 32, overlap=0)
+    plan = np.full(target.shape, -1)
+    for i, (y0, x0, assigned) in enumerate(boxes):
+        plan[y0:y0 + 32, x0:x0 + 32][assigned] = i
+        assert np.array_equal(writes[i], assigned)
+    assert np.array_equal(owner, plan) and (owner[target] >= 0).all()
+    wave_of = {i: w for w, members in enumerate(waves) for i in members}
+    _, _, writes3, owner3 = _plan_writes(target, 32, overlap=3)
+    assert np.array_equal(owner3 >= 0, target)   # every target pixel, nothing else
+    moved = target & (owner3 != plan)
+    assert moved.any()
+    ys, xs = np.nonzero(moved)
+    for y, x in zip(ys, xs):
+        now, before = owner3[y, x], plan[y, x]
+        assert wave_of[now] > wave_of[before]    # only a later box re-draws a pixel
+        # ... within 3 pixels of its own piece
+        near = (plan == now)[max(y - 3, 0):y + 4, max(x - 3, 0):x + 4]
+        assert near.any()
+    # a later box's own pixels are never taken back by an earlier one
+    for i in range(len(boxes)):
+        assert np.array_equal(writes3[i] & boxes[i][2], boxes[i][2])
 
 
 # ----------------------------------------------------------------------------- recovery
@@ -417,6 +444,28 @@ def test_boxes_batched_in_waves_give_the_draws_of_one_by_one(model):
     b = inpaint(model, big, mask, batch_size=1, **kw)
     assert a.meta["NBOXES"] > 1
     np.testing.assert_allclose(a.data, b.data, rtol=1e-4, atol=1e-5)
+
+
+def test_seam_overlap_in_inpaint(model):
+    rng = np.random.default_rng(4)
+    big = np.abs(rng.normal(0.05, 0.01, (3, 20, 44))).astype(np.float32)
+    big[:, 6:14, 16:26] += 1.0
+    mask = np.zeros((20, 44), bool)
+    mask[9:11, :] = True
+    kw = dict(bands="grz", seed=3, sky_shortcut=False, steps=4, n_resample=1)
+    plain = inpaint(model, big, mask, seam_overlap=0, **kw)
+    over = inpaint(model, big, mask, seam_overlap=2, **kw)
+    assert plain.meta["SEAMOVL"] == 0 and over.meta["SEAMOVL"] == 2
+    assert inpaint(model, big, mask, **kw).meta["SEAMOVL"] == model.image_size // 16
+    assert over.meta["NBOXES"] == plain.meta["NBOXES"] > 1
+    assert np.array_equal(over.data[:, ~mask], big[:, ~mask])
+    assert np.array_equal(over.flags[0].astype(bool), mask)
+    assert np.all(np.isfinite(over.data))
+    # the boxes of the first wave are unchanged; a later box re-draws a junction
+    changed = np.any(over.data != plain.data, axis=0)
+    assert changed.any() and not changed[mask].all() and not changed[~mask].any()
+    with pytest.raises(ValueError, match="seam_overlap"):
+        inpaint(model, big, mask, seam_overlap=model.image_size, **kw)
 
 
 def test_smaller_image_and_missing_band(model, held_out):
