@@ -203,6 +203,7 @@ def main(argv=None):
                          "e_gt_0.5": round(_fraction(cat, "ellipticity", 0.5), 4),
                          "bootstrap_std": round(float(r.bootstrap_std), 4),
                          "max_abs_d": round(max(abs(v) for v in r.cohens_d.values()), 3),
+                         "cohens_d": {k: round(float(v), 3) for k, v in r.cohens_d.items()},
                          "seconds": round(sec, 1)})
             print(rows[-1])
         res["samplers"] = {"n": m, "rows": rows}
