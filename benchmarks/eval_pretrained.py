@@ -14,7 +14,9 @@ bundled model trained on seed 13):
   through the model's flux scaling (the model's own error), with bootstrap
   spreads; the real-vs-real baseline (two independent held-out sets of
   ``n``); the normalisation floor (held-out vs its round trip);
-* Cohen's d of every SGD property; ellipticity and concentration
+* Cohen's d of every SGD property; the blue fraction (g - r < 0.7) and the
+  blue galaxies' median r - z in bins of r magnitude, with bootstrap
+  intervals; ellipticity and concentration
   (``measure_galaxies(morphology=True)``) and the fraction at e > 0.5;
 * the per-sampler table (dpmpp-2m and heun at about 10, 20, 50 network
   evaluations) on ``--n-samplers`` galaxies against as many held-out ones,
@@ -74,6 +76,36 @@ def _fraction(cat, column, above):
     v = np.asarray(getattr(cat[column], "value", cat[column]), float)
     v = v[np.isfinite(v)]
     return float(np.mean(v > above)) if v.size else float("nan")
+
+
+def _colour_by_magnitude(cat, edges, blue_below=0.7, n_boot=200, seed=0):
+    """Per r-magnitude bin: galaxies, blue fraction (g - r < ``blue_below``) and the
+    blue galaxies' median r - z, with bootstrap 68% intervals over galaxies."""
+    def col(name):
+        return np.asarray(getattr(cat[name], "value", cat[name]), float)
+
+    mag, gr, rz = col("mag_r"), col("g_r"), col("r_z")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        idx = np.flatnonzero((mag >= lo) & (mag < hi) & np.isfinite(gr) & np.isfinite(rz))
+        row = {"mag_r": [float(e) if np.isfinite(e) else None for e in (lo, hi)],
+               "n": int(idx.size)}
+        if idx.size:
+            def stats(pick):
+                blue = gr[pick] < blue_below
+                return (blue.mean(), np.median(rz[pick][blue]) if blue.any() else np.nan)
+
+            boots = np.array([stats(rng.choice(idx, idx.size)) for _ in range(n_boot)])
+            frac, med = stats(idx)
+            row.update({"blue_fraction": round(float(frac), 3),
+                        "blue_fraction_68": np.round(np.nanpercentile(boots[:, 0], [16, 84]),
+                                                     3).tolist(),
+                        "blue_r_z": round(float(med), 3),
+                        "blue_r_z_68": np.round(np.nanpercentile(boots[:, 1], [16, 84]),
+                                                3).tolist()})
+        rows.append(row)
+    return rows
 
 
 def _sampler_rows(text):
@@ -151,6 +183,13 @@ def main(argv=None):
                         ("held_out_2", cats[1]), ("held_out_round_tripped", cat_rt))}
     print(json.dumps({k: res[k] for k in ("sgd_raw", "sgd_round_tripped", "baseline",
                                           "floor", "ratio_raw", "morphology")}, indent=1))
+    # where the colours differ: blue fraction and blue r - z against r magnitude
+    edges = [-np.inf, 17.5, 18.0, 18.5, 19.0, np.inf]
+    res["colour_by_magnitude"] = {
+        "blue": "g - r < 0.7", "edges": [None if not np.isfinite(e) else e for e in edges],
+        **{name: _colour_by_magnitude(c, edges)
+           for name, c in (("generated", cat_fake), ("held_out", cats[0]),
+                           ("held_out_2", cats[1]))}}
     _write(a.json, res)   # after every part: a later part that fails loses only itself
 
     # figures: montages, histograms
