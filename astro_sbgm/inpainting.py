@@ -361,12 +361,21 @@ class KnownPixelGradient(DenoiserWrapper):
 
 
 # --------------------------------------------------------------------------- helpers
+def _box_slices(y0, x0, size, H, W):
+    """The part of a box at ``(y0, x0)`` inside an ``(H, W)`` image.
+
+    Returns ``(frame, box)``: the slices ``(ys, xs)`` of that part in image
+    coordinates and in the box's own frame.
+    """
+    ys, xs = slice(max(y0, 0), min(y0 + size, H)), slice(max(x0, 0), min(x0 + size, W))
+    return (ys, xs), (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+
+
 def _take(arr, y0, x0, size, fill):
     """``arr[..., y0:y0+size, x0:x0+size]``, padded with ``fill`` outside the image."""
-    H, W = arr.shape[-2:]
     out = np.full(arr.shape[:-2] + (size, size), fill, dtype=arr.dtype)
-    ys, xs = slice(max(y0, 0), min(y0 + size, H)), slice(max(x0, 0), min(x0 + size, W))
-    out[..., ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = arr[..., ys, xs]
+    frame, box = _box_slices(y0, x0, size, *arr.shape[-2:])
+    out[(...,) + box] = arr[(...,) + frame]
     return out
 
 
@@ -479,14 +488,12 @@ def _plan_writes(target, size, overlap=0):
     for members in waves:
         for i in members:
             y0, x0, assigned = boxes[i]
-            ys = slice(max(y0, 0), min(y0 + size, H))
-            xs = slice(max(x0, 0), min(x0 + size, W))
-            inner = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+            frame, inner = _box_slices(y0, x0, size, H, W)
             write = assigned.copy()
             if overlap > 0:
                 near = ndimage.binary_dilation(assigned, structure=grow, iterations=overlap)
-                write[inner] |= near[inner] & target[ys, xs] & (owner[ys, xs] >= 0)
-            owner[ys, xs][write[inner]] = i
+                write[inner] |= near[inner] & target[frame] & (owner[frame] >= 0)
+            owner[frame][write[inner]] = i
             writes[i] = write
     return boxes, waves, writes, owner
 
@@ -734,11 +741,9 @@ class _Runner:
                 gen[~sky] = scaler.inverse_transform(net.reshape((-1,) + net.shape[2:])).reshape(
                     net.shape)
             for j, i in enumerate(wave):
-                y0, x0 = boxes[i][:2]
-                ys = slice(max(y0, 0), min(y0 + size, H))
-                xs = slice(max(x0, 0), min(x0 + size, W))
-                local = gen[j][..., ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
-                mine = writes[i][ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+                (ys, xs), box = _box_slices(boxes[i][0], boxes[i][1], size, H, W)
+                local = gen[j][(...,) + box]
+                mine = writes[i][box]
                 put = unknown[:, ys, xs] & mine
                 work[:, :, ys, xs] = np.where(put, local, work[:, :, ys, xs])
                 unk[:, ys, xs] &= ~mine
@@ -1058,9 +1063,10 @@ def inpaint(model, image, mask=None, method="measured", n_draws=1, t_start=None,
     if not data_weight >= 0:
         raise ValueError(f"data_weight must be >= 0 (0: no gradient step), got {data_weight!r}")
     seam_overlap = int(model.image_size) // 16 if seam_overlap is None else int(seam_overlap)
-    if not 0 <= seam_overlap <= max(int(model.image_size) // 8, 1):
-        raise ValueError(f"seam_overlap must be between 0 and {max(int(model.image_size) // 8, 1)}"
-                         f" pixels (an eighth of the model's image size), got {seam_overlap}")
+    max_overlap = max(int(model.image_size) // 8, 1)   # the boxes' context margin
+    if not 0 <= seam_overlap <= max_overlap:
+        raise ValueError(f"seam_overlap must be between 0 and {max_overlap} pixels (an eighth "
+                         f"of the model's image size), got {seam_overlap}")
     runner = _Runner(model, times, sampler, options, seed, n_draws, batch_size, weights,
                      progress, cond, guidance_scale, data_weight, sky_shortcut, seam_overlap)
     model_scale = float(model.pixel_scale)

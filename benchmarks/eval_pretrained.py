@@ -72,8 +72,13 @@ def _summary(res):
             "n": [int(res.n_used_a), int(res.n_used_b)]}
 
 
+def _column(cat, name):
+    """A catalogue column as a float array (Quantity units dropped)."""
+    return np.asarray(getattr(cat[name], "value", cat[name]), float)
+
+
 def _fraction(cat, column, above):
-    v = np.asarray(getattr(cat[column], "value", cat[column]), float)
+    v = _column(cat, column)
     v = v[np.isfinite(v)]
     return float(np.mean(v > above)) if v.size else float("nan")
 
@@ -81,10 +86,7 @@ def _fraction(cat, column, above):
 def _colour_by_magnitude(cat, edges, blue_below=0.7, n_boot=200, seed=0):
     """Per r-magnitude bin: galaxies, blue fraction (g - r < ``blue_below``) and the
     blue galaxies' median r - z, with bootstrap 68% intervals over galaxies."""
-    def col(name):
-        return np.asarray(getattr(cat[name], "value", cat[name]), float)
-
-    mag, gr, rz = col("mag_r"), col("g_r"), col("r_z")
+    mag, gr, rz = (_column(cat, name) for name in ("mag_r", "g_r", "r_z"))
     rng = np.random.default_rng(seed)
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:]):
