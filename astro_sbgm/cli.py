@@ -142,6 +142,8 @@ def build_parser():
     t.add_argument("--minutes", type=float, help="stop training after this many minutes")
     t.add_argument("--checkpoint-dir", help="checkpoint folder (default OUTPUT/checkpoints)")
     t.add_argument("--checkpoint-every", type=int, default=1000)
+    t.add_argument("--keep-checkpoints", type=int, default=None, metavar="K",
+                   help="keep only the newest K checkpoints (default: all)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the model and checkpoints of an earlier run in OUTPUT")
@@ -185,6 +187,10 @@ def build_parser():
     s.add_argument("--guidance", type=float, default=1.0, metavar="S",
                    help="classifier-free guidance scale with --like (1: conditional, "
                    "0: unconditional; default 1)")
+    s.add_argument("--candidates", type=int, default=1, metavar="K",
+                   help="with --like: draw K galaxies per row and keep the one whose "
+                   "measured properties lie nearest the row's (K times the network "
+                   "evaluations; default 1)")
     add_progress(s)
     _add_sample_options(s)
     s.set_defaults(func=_cmd_sample)
@@ -478,6 +484,7 @@ def _cmd_train(args):
     try:
         est.fit(data, steps=args.train_steps, checkpoint_dir=ckpt,
                 checkpoint_every=args.checkpoint_every, resume=args.resume,
+                keep_checkpoints=args.keep_checkpoints,
                 progress=not args.quiet, bands=args.input_bands,
                 time_limit=None if args.minutes is None else 60.0 * args.minutes)
     except TrainingInterrupted as stop:
@@ -603,8 +610,11 @@ def _cmd_sample(args):
             raise ValueError(f"{args.like} lacks column(s) {missing}; the model is "
                              f"conditioned on {list(est.conditions_.names)}")
         args.n = len(like)
-    elif args.guidance != 1.0:
-        raise ValueError("--guidance applies to draws to order: give --like CATALOGUE")
+    elif args.guidance != 1.0 or args.candidates != 1:
+        raise ValueError("--guidance and --candidates apply to draws to order: give --like "
+                         "CATALOGUE")
+    if args.candidates < 1:
+        raise ValueError(f"--candidates must be >= 1, got {args.candidates}")
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     steps = est.default_steps(args.sampler) if args.steps is None else args.steps
@@ -614,6 +624,8 @@ def _cmd_sample(args):
                 "weights": args.weights, "precision": args.precision}
     if like is not None:
         settings.update(like=str(args.like), guidance=float(args.guidance))
+        if args.candidates > 1:   # absent at 1: folders written before the option still match
+            settings["candidates"] = int(args.candidates)
     out = Path(args.output)
 
     def prepare():
@@ -634,7 +646,8 @@ def _cmd_sample(args):
                 fakes = est.sample(count, **kw)
             else:   # rows first .. first + count - 1 of the catalogue
                 fakes = est.sample_like(like[first:first + count],
-                                        guidance_scale=args.guidance, **kw)
+                                        guidance_scale=args.guidance,
+                                        candidates=args.candidates, **kw)
             for img in fakes:
                 write_image(img, out / _sample_name(int(img.meta["SAMPLEID"])), overwrite=True)
             bar.update(count)

@@ -459,7 +459,7 @@ class GalaxyDiffusion:
     def fit(self, X, steps=1000, checkpoint_dir=None, checkpoint_every=1000, resume=False,
             progress=True, bands=None, warm_start=False, precision="fp32", compile=False,
             allow_tf32=False, time_limit=None, stream="auto", num_workers=None,
-            scaler_images=SCALER_IMAGES, conditions=None):
+            scaler_images=SCALER_IMAGES, conditions=None, keep_checkpoints=None):
         """Train the model on galaxy images.
 
         Launched by ``torchrun`` with several processes, the call trains with
@@ -489,6 +489,12 @@ class GalaxyDiffusion:
             earlier run's checkpoint directory).
         checkpoint_every : int
             Steps between checkpoints.
+        keep_checkpoints : int, optional
+            Keep only the newest this many checkpoints in ``checkpoint_dir``
+            (each holds the weights, the weight average and the optimizer
+            state: about 120 MB for the bundled model's network); None
+            (default) keeps them all, as a curve of quality against training
+            needs.
         resume : bool
             Continue from the newest checkpoint in ``checkpoint_dir``
             (weights, EMA, optimizer, step, data order and random state).
@@ -663,7 +669,8 @@ class GalaxyDiffusion:
             with _allow_tf32(allow_tf32 and self.device_.type == "cuda"):
                 trainer.run(int(steps), checkpoint_dir=checkpoint_dir,
                             checkpoint_every=int(checkpoint_every), progress=progress,
-                            config=config, time_limit=time_limit)
+                            config=config, time_limit=time_limit,
+                            keep_checkpoints=keep_checkpoints)
         except TrainingInterrupted:
             # Ctrl-C or a scheduler's signal: the model keeps the step reached, usable
             self._adopt(trainer, continuing, steps_before, data)
@@ -849,12 +856,15 @@ class GalaxyDiffusion:
     def sample_scaled(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
                       batch_size=None, weights="ema", progress=True, start=0,
                       precision="fp32", shard=False, conditions=None, guidance_scale=1.0,
-                      **options):
+                      stream=0, **options):
         """Draw samples as a tensor in the network's [-1, 1] space.
 
         Same arguments as `sample`, except ``conditions``: here the
         *standardised* condition rows, an array ``(n, k)`` (see
-        `conditions_`); returns ``(tensor, info)`` where ``info``
+        `conditions_`), and ``stream``: the index of an independent family
+        of per-sample random streams of the seed (0, the default, draws the
+        galaxies of `sample`; ``sample(candidates=k)`` draws its candidate
+        ``j`` from stream ``j``).  Returns ``(tensor, info)`` where ``info``
         holds the seed, the number of network evaluations per image, the
         sampler settings and ``start``, the index of the first sample
         returned.  ``start`` offsets the per-sample seeds, so samples
@@ -907,7 +917,11 @@ class GalaxyDiffusion:
         # a batch of one is padded to two: sample i is the same whatever the batching
         if batch_size is None:
             batch_size = self.default_batch_size
-        x, nfe = generate(den, (n,) + shape, times, rule, PerSampleNoise(seed, start),
+        stream = int(stream)
+        if stream < 0:
+            raise ValueError(f"stream must be >= 0, got {stream}")
+        noise = PerSampleNoise(seed, start, key=(stream,) if stream else ())
+        x, nfe = generate(den, (n,) + shape, times, rule, noise,
                           int(batch_size), wrap=wrap, pad_single=True, device=self.device_,
                           progress=progress)
         info = {"seed": int(seed), "sampler": rule.name, "steps": steps, "grid": grid,
@@ -919,7 +933,8 @@ class GalaxyDiffusion:
 
     def sample(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
                batch_size=None, weights="ema", progress=True, start=0, precision="fp32",
-               shard=False, positions=None, conditions=None, guidance_scale=1.0, **options):
+               shard=False, positions=None, conditions=None, guidance_scale=1.0, candidates=1,
+               **options):
         """Draw new galaxies, at random or to order (``conditions=``).
 
         Parameters
@@ -937,7 +952,10 @@ class GalaxyDiffusion:
             Karras et al.'s grid for the others.
         seed : int, optional
             Galaxy ``i`` of a seed is the same whatever ``n`` and
-            ``batch_size``; None draws a seed (recorded in the output).
+            ``batch_size`` (its random stream depends on the seed and ``i``
+            only; bit for bit at equal batch sizes, while the convolution
+            kernels a CPU picks for other batch sizes can round differently,
+            at the 1e-6 level); None draws a seed (recorded in the output).
         batch_size : int, optional
             Images per network call; None: `default_batch_size` (16 on a
             CPU, 64 on a GPU).
@@ -983,6 +1001,21 @@ class GalaxyDiffusion:
             with the request.  A guided step (``s`` not 0 or 1) evaluates the
             network on a batch twice as large, and counts two evaluations in
             ``NFE``.
+        candidates : int
+            With ``conditions``: draw this many galaxies per request and keep
+            the one whose properties, measured as `fit` measured the
+            training set (`~astro_sbgm.metrics.measure_galaxies`), lie
+            nearest the request: the Euclidean distance of the standardised
+            properties, each in units of its spread over the training set
+            (``conditions_.std``).  A rejection step in the manner of
+            approximate Bayesian computation: the kept galaxy is the model's
+            draw for the request among those that measure closest to it.
+            Costs ``candidates`` times the network evaluations (``NFE``
+            counts them all).  Candidate 0 is the galaxy ``candidates=1``
+            draws; candidate ``j`` comes from an independent random stream
+            of the same seed, so the result still depends only on the seed
+            and the galaxy's index.  Rows drawn unconditionally keep
+            candidate 0.  Default 1 (no selection).
         **options
             Passed to the sampler (``eta`` for ddim, ``variance`` for ddpm).
 
@@ -997,7 +1030,9 @@ class GalaxyDiffusion:
             ``conditions``, the guidance scale (``GUIDANCE``) and, per
             property ``j``, its name (``CONDNj``), the requested value in the
             model's unit (``CONDVj``, absent for an unconditional row) and
-            the unit (``CONDUj``).
+            the unit (``CONDUj``); with ``candidates > 1``, their number
+            (``CANDS``), the one kept (``CANDIDX``) and its distance to the
+            request (``CANDDIST``).
 
         Raises
         ------
@@ -1007,7 +1042,9 @@ class GalaxyDiffusion:
             For an unknown sampler or grid, a bad number of steps,
             ``positions`` whose length is not ``n``, ``conditions`` given to
             an unconditional model, ``conditions`` with a missing or an extra
-            column (named), or a number of rows other than ``n``.
+            column (named), a number of rows other than ``n``, or
+            ``candidates`` other than a positive integer (or above 1 without
+            ``conditions``).
         TypeError
             If ``positions`` is not a `~astropy.coordinates.SkyCoord`.
         astropy.units.UnitConversionError
@@ -1032,19 +1069,71 @@ class GalaxyDiffusion:
         elif guidance_scale != 1.0:
             raise ValueError("guidance_scale applies to draws to order: give conditions= "
                              "(or use sample_like)")
-        x, info = self.sample_scaled(n, sampler, steps, grid, seed, batch_size, weights,
-                                     progress, start=start, precision=precision, shard=shard,
-                                     conditions=standardised, guidance_scale=guidance_scale,
-                                     **options)
-        if x.shape[0] == 0:
+        if isinstance(candidates, (bool, np.bool_)) or not isinstance(
+                candidates, (int, np.integer)) or candidates < 1:
+            raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
+        if candidates > 1 and conditions is None:
+            raise ValueError("candidates applies to draws to order: give conditions= (or use "
+                             "sample_like); without a request there is nothing to select on")
+        if seed is None and candidates > 1:
+            seed = new_seed()   # every candidate from the same seed
+            if shard:
+                seed = _dist.broadcast_object(seed)
+
+        def draw(stream):
+            x, info = self.sample_scaled(n, sampler, steps, grid, seed, batch_size, weights,
+                                         progress, start=start, precision=precision,
+                                         shard=shard, conditions=standardised,
+                                         guidance_scale=guidance_scale, stream=stream,
+                                         **options)
+            return self.scaler_.inverse_transform(x.numpy()), info
+
+        fluxes, info = draw(0)
+        if fluxes.shape[0] == 0:
             return []
-        fluxes = self.scaler_.inverse_transform(x.numpy())
         # with shard=True this process holds galaxies offset .. offset + len - 1 of the n
         offset = info["start"] - int(start)
-        return [self._to_ccd(f, info, info["start"] + i,
-                             None if positions is None else positions[offset + i],
-                             None if requested is None else requested[offset + i])
-                for i, f in enumerate(fluxes)]
+        chosen = distance = None
+        if candidates > 1:
+            fluxes, chosen, distance = self._nearest_candidates(
+                fluxes, lambda j: draw(j)[0], standardised[offset:offset + len(fluxes)],
+                int(candidates))
+            info = {**info, "nfe": info["nfe"] * int(candidates)}
+        out = [self._to_ccd(f, info, info["start"] + i,
+                            None if positions is None else positions[offset + i],
+                            None if requested is None else requested[offset + i])
+               for i, f in enumerate(fluxes)]
+        if chosen is not None:
+            for ccd, j, d in zip(out, chosen, distance):
+                ccd.meta["CANDS"] = (int(candidates), "candidates drawn; the nearest kept")
+                ccd.meta["CANDIDX"] = (int(j), "index of the candidate kept")
+                if np.isfinite(d):
+                    ccd.meta["CANDDIST"] = (float(d), "standardised distance to the request")
+        return out
+
+    def _nearest_candidates(self, fluxes, draw, request, k):
+        """Per request row, the nearest (as measured) of candidate 0 and ``draw(1 .. k-1)``.
+
+        Returns the kept fluxes, the index of the kept candidate and its
+        standardised distance (inf where no candidate could be measured or the
+        row was drawn unconditionally: candidate 0 is kept).
+        """
+        stats = self.conditions_
+        bands, scale = self.bands_, float(self.pixel_scale)
+
+        def distance(f):
+            measured = measure_conditions(f, stats.names, bands, scale)
+            d = np.sqrt(np.sum((stats.standardise(measured) - request) ** 2, axis=1))
+            return np.where(np.isfinite(d), d, np.inf)
+
+        best, best_d = np.array(fluxes, copy=True), distance(fluxes)
+        chosen = np.zeros(len(best), int)
+        for j in range(1, k):
+            cand = draw(j)
+            d = distance(cand)
+            better = d < best_d
+            best[better], best_d[better], chosen[better] = cand[better], d[better], j
+        return best, chosen, best_d
 
     def sample_like(self, catalogue, guidance_scale=1.0, **kwargs):
         """Draw one galaxy per row of a catalogue, with that row's properties.
@@ -1060,7 +1149,8 @@ class GalaxyDiffusion:
             See `sample`.
         **kwargs
             Passed to `sample` (``sampler``, ``steps``, ``seed``,
-            ``positions``, ...).
+            ``positions``, ``candidates``, ...).  ``candidates=k`` keeps,
+            per row, the nearest as measured of ``k`` draws (see `sample`).
 
         Returns
         -------

@@ -58,7 +58,7 @@ from .exceptions import AstroSBGMTrainingWarning
 __all__ = ["EMA", "Trainer", "augment", "atomic_write_text", "CHECKPOINT_MARKER",
            "latest_checkpoint", "PRECISIONS", "AstroSBGMTrainingWarning", "autocast_forward",
            "tf32", "TrainingInterrupted", "STOP_SIGNALS", "AstroSBGMCheckpointWarning",
-           "verify_checkpoint", "FolderLockedError"]
+           "verify_checkpoint", "FolderLockedError", "prune_checkpoints"]
 
 #: Signals after which training stops cleanly at the end of the current step:
 #: Ctrl-C, what SLURM and torchrun send at a time limit or preemption, and
@@ -381,6 +381,39 @@ def checkpoint_run_config(record_path, params, checkpoint_dir):
                          f"other hyper-parameters (differing: {diff}); resume with "
                          "the same model or use a new checkpoint_dir")
     return saved
+
+
+def prune_checkpoints(directory, keep):
+    """Delete all but the newest ``keep`` checkpoints of ``directory``.
+
+    A checkpoint is a ``checkpoint-STEP.json`` record with its tensors file;
+    the record goes first, so a crash between the two deletions leaves a
+    tensors file without a record, which `latest_checkpoint` never takes.
+    Damaged checkpoints (``*.damaged``) and other files are left.
+
+    Parameters
+    ----------
+    directory : str or path
+        A checkpoint directory.
+    keep : int
+        How many of the newest records to keep (at least 1).
+
+    Returns
+    -------
+    list of `pathlib.Path`
+        The records deleted, oldest first.
+    """
+    keep = int(keep)
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    records = sorted(Path(directory).glob("checkpoint-*.json"),
+                     key=lambda p: p.name)   # zero-padded step numbers sort in order
+    records = [r for r in records if r.stem.split("-", 1)[1].isdigit()]
+    gone = records[:-keep]
+    for record in gone:
+        record.unlink(missing_ok=True)
+        record.with_suffix(".safetensors").unlink(missing_ok=True)
+    return gone
 
 
 def latest_checkpoint(directory):
@@ -742,7 +775,7 @@ class Trainer:
             torch.distributed.broadcast(tensor.data, src=0)
 
     def run(self, steps, checkpoint_dir=None, checkpoint_every=1000, progress=True,
-            config=None, time_limit=None):
+            config=None, time_limit=None, keep_checkpoints=None):
         """Train until ``self.step == steps``, writing checkpoints on the way.
 
         In a distributed run only rank 0 shows progress and writes; a
@@ -764,6 +797,12 @@ class Trainer:
             Stop early, after the step during which this many seconds of
             training have passed (rank 0's clock decides for every rank); the
             step reached is written as a checkpoint.
+        keep_checkpoints : int, optional
+            Keep only the newest this many checkpoints in ``checkpoint_dir``:
+            after each checkpoint is written, older ones are deleted (record
+            first, then tensors; damaged ones, renamed ``*.damaged``, are
+            left).  None (default) keeps every checkpoint, as a training
+            curve needs.
 
         Raises
         ------
@@ -778,6 +817,12 @@ class Trainer:
             written.
         """
         start = time.perf_counter()
+        if keep_checkpoints is not None and (
+                isinstance(keep_checkpoints, bool) or int(keep_checkpoints) != keep_checkpoints
+                or keep_checkpoints < 1):
+            raise ValueError(f"keep_checkpoints must be a positive integer or None, got "
+                             f"{keep_checkpoints!r}")
+        self._keep = None if keep_checkpoints is None else int(keep_checkpoints)
         if checkpoint_dir is not None:   # rank 0 holds the directory's lock during the run
             checkpoint_dir = _dist.run_on_main(_check_checkpoint_dir, checkpoint_dir, config)
         try:
@@ -821,6 +866,8 @@ class Trainer:
                                                or self.step == steps or out_of_time
                                                or signum):
                 record = _dist.run_on_main(self.save_checkpoint, checkpoint_dir, config)
+                if getattr(self, "_keep", None):
+                    _dist.run_on_main(prune_checkpoints, checkpoint_dir, self._keep)
             else:
                 record = None
             if signum:

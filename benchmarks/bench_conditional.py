@@ -23,7 +23,10 @@ Run (the numbers of docs/conditional.rst)::
 
 A call on a ``RUN`` whose fine-tune was stopped (``--minutes`` reached, a signal)
 continues it from its newest checkpoint (``fit(resume=True)``), so a long fine-tune can run
-as several calls; ``--skip-train`` re-measures a model already in ``RUN/model``;
+as several calls; ``--skip-train`` re-measures a model already in ``RUN/model`` (keeping
+the fine-tune's record, ``fit``, of an earlier ``RUN/results.json``);
+``--candidates K`` adds rows drawn with ``sample_like(candidates=K)`` (the nearest as
+measured of K draws per row) at the ``--candidate-guidance`` scales;
 ``--tiny`` is a smoke test (a few steps, 8 galaxies) for development.
 """
 
@@ -97,6 +100,12 @@ def _floor(n, names, seed):
     return _errors(cats[0], cats[1], names), sigma
 
 
+def _label(scale, candidates=1):
+    """A row's name: the guidance scale, and the candidates kept from when above 1."""
+    text = f"{scale:g}" + (" (unconditional)" if scale == 0 else "")
+    return text + (f", nearest of {candidates}" if candidates > 1 else "")
+
+
 def _figure(path, requested, measured, names, scales):
     import matplotlib
 
@@ -106,14 +115,16 @@ def _figure(path, requested, measured, names, scales):
     labels = {"mag_r": "r magnitude [mag]", "r_half": "R_e [arcsec]", "g_r": "g - r [mag]",
               "r_z": "r - z [mag]"}
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.7))
-    colours = {0.0: "0.6", 1.0: "tab:blue", 2.0: "tab:orange", 4.0: "tab:red"}
+    colours = {(0.0, 1): "0.6", (1.0, 1): "tab:blue", (2.0, 1): "tab:orange",
+               (4.0, 1): "tab:red"}
     for ax, name in zip(np.atleast_1d(axes), names):
         req = _values(requested, name)
-        for s in scales:
-            got = _values(measured[s], name)
-            ax.scatter(req, got, s=7, alpha=0.7, color=colours.get(s, None),
-                       label=f"s = {s:g}" + (" (unconditional)" if s == 0 else ""))
-        every = np.concatenate([req] + [_values(measured[s], name) for s in scales])
+        for key in scales:
+            got = _values(measured[key], name)
+            ax.scatter(req, got, s=7, alpha=0.7,
+                       color=colours.get(key, "tab:green" if key[1] > 1 else None),
+                       label="s = " + _label(*key))
+        every = np.concatenate([req] + [_values(measured[key], name) for key in scales])
         lo, hi = np.nanpercentile(every, [1, 99])
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.set_xlim(lo, hi)
@@ -139,7 +150,7 @@ def _rst(results, names):
             + [cell(results["floor"][n], n) for n in names] + ["-"]]
     for s, r in results["guidance"].items():
         sgd = r["sgd_vs_catalogue"]
-        rows.append([s + (" (unconditional)" if float(s) == 0 else ""), str(r["nfe"])]
+        rows.append([s, str(r["nfe"])]
                     + [cell(r["errors"][n], n) for n in names]
                     + [f"{sgd['total']:.3f} +- {sgd['bootstrap_std']:.3f}"])
     b = results.get("bundled_unconditional_sgd")
@@ -160,12 +171,19 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=100_000, help="fine-tune steps (upper bound)")
     p.add_argument("--minutes", type=float, default=20.0, help="fine-tune wall-clock limit")
     p.add_argument("--lr-warmup", type=int, default=20)
+    p.add_argument("--keep-checkpoints", type=int, default=2,
+                   help="checkpoints kept (the newest; 120 MB each, one per 50 steps)")
     p.add_argument("--dropout", type=float, default=0.15)
     p.add_argument("--condition-lr-scale", type=float, default=1.0,
                    help="learning rate of the new condition embedding / the network's")
     p.add_argument("--n-eval", type=int, default=100)
     p.add_argument("--sample-steps", type=int, default=10)
     p.add_argument("--guidance", default="0,1,2,4")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="also draw with sample_like(candidates=K): the nearest as measured "
+                   "of K draws per row (rows 'S, nearest of K')")
+    p.add_argument("--candidate-guidance", default="1",
+                   help="guidance scales drawn with --candidates (default 1)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--figure", default=None)
@@ -226,7 +244,7 @@ def main(argv=None):
             model.fit(x, bands="grz", steps=args.steps, warm_start=True, progress=False,
                       conditions=table, checkpoint_dir=out / "checkpoints",
                       checkpoint_every=50, time_limit=60.0 * args.minutes,
-                      resume=resume)
+                      resume=resume, keep_checkpoints=args.keep_checkpoints)
         results["fit"] = {"seconds": round(time.time() - t0, 1), "resumed": resume,
                           "base_model_steps": base_steps,
                           "steps": int(model.n_steps_) - base_steps,
@@ -236,6 +254,12 @@ def main(argv=None):
                           "conditions": model.conditions_.to_dict()}
         model.save(model_dir, overwrite=True)
         print(json.dumps(results["fit"], indent=1))
+    elif (out / "results.json").exists():   # re-measuring: keep the fine-tune's record
+        earlier = json.loads((out / "results.json").read_text())
+        for field in ("fit", "data_seconds"):
+            if field in earlier:
+                results[field] = earlier[field]
+        results["fit_command"] = earlier.get("fit_command", earlier.get("command"))
     model = GalaxyDiffusion.load(model_dir, device="cpu")
     base = GalaxyDiffusion.pretrained(device="cpu")
 
@@ -253,22 +277,28 @@ def main(argv=None):
 
     def report():
         """Write what is measured so far (a run cut short keeps its results)."""
-        results["guidance"] = {f"{s:g}": per_scale[s] for s in sorted(per_scale)}
-        best = min((s for s in per_scale if s != 0),
-                   key=lambda s: per_scale[s]["errors"][names[0]]["rms"], default=None)
-        results["best_guidance"] = best
+        results["guidance"] = {_label(*key): per_scale[key] for key in sorted(per_scale)}
+        plain = [key for key in per_scale if key[1] == 1 and key[0] != 0]
+        best = min(plain, key=lambda key: per_scale[key]["errors"][names[0]]["rms"],
+                   default=None)
+        results["best_guidance"] = None if best is None else best[0]
         (out / "results.json").write_text(json.dumps(results, indent=1))
         if args.figure and measured:
-            shown = [s for s in (0.0, 1.0, best) if s in measured]
+            shown = [key for key in ((0.0, 1), (1.0, 1), best, selected) if key in measured]
             _figure(args.figure, requested_ok, measured, names, list(dict.fromkeys(shown)))
         if args.rst:
             Path(args.rst).write_text(_rst(results, names))
 
-    # s = 1 first, then the bundled model's SGD, then the other scales
-    order = [s for s in scales if s == 1.0] + ["bundled"] + [s for s in scales if s != 1.0]
-    for s in order:
+    # s = 1 first, then the bundled model's SGD, then the other scales, then the draws
+    # that keep the nearest of K candidates
+    order = ([(s, 1) for s in scales if s == 1.0] + ["bundled"]
+             + [(s, 1) for s in scales if s != 1.0])
+    if args.candidates > 1:
+        order += [(float(s), args.candidates) for s in args.candidate_guidance.split(",")]
+    selected = None if args.candidates == 1 else order[-1]
+    for key in order:
         t0 = time.time()
-        if s == "bundled":
+        if key == "bundled":
             plain = base.sample(int(ok.sum()), seed=0, steps=args.sample_steps,
                                 progress=False)
             results["bundled_unconditional_sgd"] = _sgd(requested_ok, measure_galaxies(plain))
@@ -276,16 +306,17 @@ def main(argv=None):
             print("bundled", json.dumps(results["bundled_unconditional_sgd"]), flush=True)
             report()
             continue
+        s, k = key
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstroSBGMConditionWarning)
             fakes = model.sample_like(requested_ok, guidance_scale=s, seed=0,
-                                      steps=args.sample_steps, progress=False)
-        measured[s] = measure_galaxies(fakes)
-        per_scale[s] = {"errors": _errors(requested_ok, measured[s], names),
-                        "sgd_vs_catalogue": _sgd(requested_ok, measured[s]),
-                        "seconds": round(time.time() - t0, 1),
-                        "nfe": int(fakes[0].meta["NFE"])}
-        print(f"s = {s:g}", json.dumps(per_scale[s]), flush=True)
+                                      steps=args.sample_steps, progress=False, candidates=k)
+        measured[key] = measure_galaxies(fakes)
+        per_scale[key] = {"errors": _errors(requested_ok, measured[key], names),
+                          "sgd_vs_catalogue": _sgd(requested_ok, measured[key]),
+                          "seconds": round(time.time() - t0, 1),
+                          "nfe": int(fakes[0].meta["NFE"]), "candidates": k}
+        print(_label(*key), json.dumps(per_scale[key]), flush=True)
         report()
     print(json.dumps(results, indent=1))
 

@@ -77,6 +77,47 @@ def test_requested_brighter_gives_measured_brighter(blob_model):
     assert np.mean(np.abs(got[1.0] - wanted)) < np.mean(np.abs(got[0.0] - wanted))
 
 
+def test_candidates_keep_the_nearest_as_measured(blob_model):
+    stats = blob_model.conditions_
+    wanted = np.linspace(stats.low[0] + 0.1, stats.high[0] - 0.1, 6)
+    request = {"mag_r": wanted * u.mag}
+    # batches of two throughout: a batch of one is run as two, and kernels chosen for
+    # other batch sizes round differently (1e-5 relative)
+    kw = dict(steps=4, seed=5, progress=False, batch_size=2)
+    kept = blob_model.sample(6, conditions=request, candidates=3, **kw)
+    single = blob_model.sample(6, conditions=request, **kw)
+    # each candidate separately: stream j of the same seed, measured independently here
+    z = stats.standardise(wanted[:, None])
+    cands, dist = [], []
+    for j in range(3):
+        x, info = blob_model.sample_scaled(6, steps=4, seed=5, progress=False,
+                                           batch_size=2, conditions=z, stream=j)
+        f = blob_model.scaler_.inverse_transform(x.numpy())
+        cands.append(f)
+        got = np.asarray(measure_galaxies(f, bands="grz")["mag_r"].filled(np.nan))
+        dist.append(np.abs(got - wanted) / stats.std[0])
+    dist = np.array(dist)
+    np.testing.assert_array_equal(cands[0], np.stack([g.data for g in single]))
+    assert not np.allclose(cands[1], cands[0])   # the streams are independent
+    for i, g in enumerate(kept):
+        j = g.meta["CANDIDX"]
+        assert j == int(np.argmin(dist[:, i])) and g.meta["CANDS"] == 3
+        assert g.meta["CANDDIST"] == pytest.approx(dist[j, i], rel=1e-4, abs=1e-6)
+        np.testing.assert_array_equal(g.data, cands[j][i])
+        assert g.meta["NFE"] == 3 * single[i].meta["NFE"]
+    assert len({g.meta["CANDIDX"] for g in kept}) > 1
+    # a galaxy depends on its seed and index only, not on the rows drawn with it
+    alone = blob_model.sample(1, conditions={"mag_r": wanted[4:5] * u.mag}, candidates=3,
+                              start=4, **kw)[0]
+    np.testing.assert_array_equal(alone.data, kept[4].data)
+    assert alone.meta["CANDIDX"] == kept[4].meta["CANDIDX"]
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="candidates must be a positive integer"):
+            blob_model.sample(6, conditions=request, candidates=bad, **kw)
+    with pytest.raises(ValueError, match="nothing to select on"):
+        blob_model.sample(2, candidates=2, **kw)
+
+
 def test_guidance_combines_two_predictions_in_one_call():
     torch.manual_seed(0)
     net = UNet(dim=8, dim_mults=(1, 2), attention_levels=(False, False), cond_dim=2)
@@ -244,8 +285,11 @@ def test_cli_train_conditions_and_sample_like(tmp_path, capsys):
 
     out = tmp_path / "run"
     assert cli.main(["train", "--mock", "6", "--size", "32", "--dim", "8", "--dim-mults",
-                     "1,2", "--train-steps", "1", "--batch-size", "2", "--conditions",
-                     "mag_r,r_half", "-o", str(out), "--quiet"]) == 0
+                     "1,2", "--train-steps", "2", "--batch-size", "2", "--conditions",
+                     "mag_r,r_half", "--checkpoint-every", "1", "--keep-checkpoints", "1",
+                     "-o", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == [
+        "checkpoint-000000002.json", "checkpoint-000000002.safetensors"]
     model = GalaxyDiffusion.load(out / "model")
     assert model.conditions_.names == ("mag_r", "r_half")
     cat = tmp_path / "cat.ecsv"
@@ -257,6 +301,17 @@ def test_cli_train_conditions_and_sample_like(tmp_path, capsys):
     header = fits.getheader(samples / "sample_000001.fits")
     assert header["CONDV1"] == pytest.approx(5.0 * 0.262) and header["GUIDANCE"] == 2.0
     assert not (samples / "sample_000002.fits").exists()
+    # --candidates K: the nearest of K draws per row, K times the evaluations
+    assert cli.main(["sample", "--model", str(out / "model"), "--like", str(cat), "-o",
+                     str(tmp_path / "s3"), "--steps", "2", "--guidance", "2",
+                     "--candidates", "3", "--quiet"]) == 0
+    best = fits.getheader(tmp_path / "s3" / "sample_000001.fits")
+    assert best["CANDS"] == 3 and 0 <= best["CANDIDX"] < 3
+    assert best["NFE"] == 3 * header["NFE"]
+    capsys.readouterr()
+    assert cli.main(["sample", "--model", str(out / "model"), "-n", "2", "--candidates",
+                     "2", "-o", str(tmp_path / "s4"), "--quiet"]) != 0
+    assert "--like" in capsys.readouterr().err
     # an unconditional model refuses --like in one line
     plain = tmp_path / "plain"
     assert cli.main(["train", "--mock", "2", "--size", "32", "--dim", "8", "--dim-mults",

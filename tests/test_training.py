@@ -12,7 +12,7 @@ from astro_sbgm import GalaxyDiffusion, _serialization, training
 from astro_sbgm.datasets import make_trivial_dataset
 from astro_sbgm.diffusion import Denoiser, DiffusionSchedule
 from astro_sbgm.training import (CHECKPOINT_MARKER, EMA, Trainer, augment,
-                                 latest_checkpoint)
+                                 latest_checkpoint, prune_checkpoints)
 
 
 class _Toy(torch.nn.Module):
@@ -260,6 +260,31 @@ def test_latest_checkpoint_skips_records_without_tensors(tmp_path):
     (ckdir / "checkpoint-000000002.safetensors").unlink()
     assert latest_checkpoint(ckdir) is None
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_keep_checkpoints_prunes_the_oldest_and_resumes(tmp_path):
+    ckdir = tmp_path / "ck"
+    tr = _toy_trainer()
+    tr.run(3, checkpoint_dir=ckdir, checkpoint_every=1, progress=False)
+    # a damaged checkpoint is evidence: pruning leaves it
+    (ckdir / "checkpoint-000000001.json.damaged").write_text("{}")
+    tr.run(6, checkpoint_dir=ckdir, checkpoint_every=1, progress=False, keep_checkpoints=2)
+    names = sorted(p.name for p in ckdir.iterdir() if p.name.startswith("checkpoint-"))
+    assert names == ["checkpoint-000000001.json.damaged",
+                     "checkpoint-000000005.json", "checkpoint-000000005.safetensors",
+                     "checkpoint-000000006.json", "checkpoint-000000006.safetensors"]
+    # what is kept resumes: the same state as a run that never pruned
+    again = _toy_trainer()
+    again.load_checkpoint(latest_checkpoint(ckdir))
+    assert again.step == 6
+    for a, b in zip(again.net.parameters(), tr.net.parameters()):
+        assert torch.equal(a, b)
+    assert [p.name for p in prune_checkpoints(ckdir, 1)] == ["checkpoint-000000005.json"]
+    assert not (ckdir / "checkpoint-000000005.safetensors").exists()
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="keep_checkpoints must be a positive integer"):
+            _toy_trainer().run(1, checkpoint_dir=tmp_path / "other", progress=False,
+                               keep_checkpoints=bad)
 
 
 def test_foreign_checkpoint_dir_is_refused_untouched(tmp_path):
