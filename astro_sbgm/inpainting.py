@@ -97,6 +97,7 @@ result is reprojected back; only the masked pixels take values from it.
 
 import math
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -115,7 +116,7 @@ from .diffusion.noise import randn_like
 from .io import AstroSBGMInputWarning, make_tan_wcs, pixel_scale_of, read_image
 
 __all__ = ["inpaint", "INPAINT_METHODS", "repaint_times", "known_pixel_guidance",
-           "inpainting_grid", "KnownPixelGradient"]
+           "inpainting_grid", "KnownPixelGradient", "inpainting_plan", "InpaintingPlan"]
 
 #: Default settings of each method: sampler and its options, number of grid
 #: points (None: every integer timestep from ``t_start``), grid, RePaint jump
@@ -454,6 +455,66 @@ def _waves(boxes, size):
             waves.append([i])
             spans.append([(y0, x0)])
     return waves
+
+
+class InpaintingPlan(NamedTuple):
+    """How `inpaint` tiles a mask larger than the model's images (`inpainting_plan`)."""
+
+    #: ``(n_boxes, 2)`` int: the image pixel ``(y0, x0)`` of each box's lower corner
+    #: (a box can reach past the image: those pixels are padding).
+    corners: np.ndarray
+    #: Box indices per wave, in the order the waves run.
+    waves: list
+    #: ``(ny, nx)`` int: the box whose values each filled pixel ends with; -1 where
+    #: nothing is filled.
+    owner: np.ndarray
+
+
+def _check_seam_overlap(seam_overlap, image_size):
+    """``seam_overlap`` (None: ``image_size // 16``) checked against the boxes' margin."""
+    image_size = int(image_size)
+    seam_overlap = image_size // 16 if seam_overlap is None else int(seam_overlap)
+    max_overlap = max(image_size // 8, 1)   # the boxes' context margin
+    if not 0 <= seam_overlap <= max_overlap:
+        raise ValueError(f"seam_overlap must be between 0 and {max_overlap} pixels (an eighth "
+                         f"of the model's image size), got {seam_overlap}")
+    return seam_overlap
+
+
+def inpainting_plan(mask, image_size, seam_overlap=None):
+    """The boxes `inpaint` fills a large mask with, their waves, and who fills each pixel.
+
+    Parameters
+    ----------
+    mask : array-like of bool
+        ``(ny, nx)`` pixels to fill (``(band, ny, nx)``: any band).
+    image_size : int
+        The model's image size (the boxes' side).
+    seam_overlap : int, optional
+        As in `inpaint` (default ``image_size // 16``).
+
+    Returns
+    -------
+    `InpaintingPlan`
+        ``corners``, ``waves`` and ``owner``: the pixels where ``owner``
+        changes are the junctions between pieces, and the box of the later
+        wave at a junction drew it with the earlier box's fill as known
+        pixels.
+
+    Raises
+    ------
+    ValueError
+        If ``mask`` is not 2-D or 3-D, or ``seam_overlap`` is out of range.
+    """
+    target = np.asarray(mask, bool)
+    if target.ndim == 3:
+        target = target.any(axis=0)
+    if target.ndim != 2:
+        raise ValueError(f"mask must be (ny, nx) or (band, ny, nx), got shape {target.shape}")
+    size = check_positive_int("image_size", image_size)
+    boxes, waves, _, owner = _plan_writes(target, size, _check_seam_overlap(seam_overlap, size))
+    corners = np.array([(y0, x0) for y0, x0, _ in boxes], int).reshape(-1, 2)
+    return InpaintingPlan(corners, [list(w) for w in waves], owner)
 
 
 def _plan_writes(target, size, overlap=0):
@@ -1062,11 +1123,7 @@ def inpaint(model, image, mask=None, method="measured", n_draws=1, t_start=None,
     data_weight = cfg.get("data_weight", 0.0) if data_weight is None else float(data_weight)
     if not data_weight >= 0:
         raise ValueError(f"data_weight must be >= 0 (0: no gradient step), got {data_weight!r}")
-    seam_overlap = int(model.image_size) // 16 if seam_overlap is None else int(seam_overlap)
-    max_overlap = max(int(model.image_size) // 8, 1)   # the boxes' context margin
-    if not 0 <= seam_overlap <= max_overlap:
-        raise ValueError(f"seam_overlap must be between 0 and {max_overlap} pixels (an eighth "
-                         f"of the model's image size), got {seam_overlap}")
+    seam_overlap = _check_seam_overlap(seam_overlap, model.image_size)
     runner = _Runner(model, times, sampler, options, seed, n_draws, batch_size, weights,
                      progress, cond, guidance_scale, data_weight, sky_shortcut, seam_overlap)
     model_scale = float(model.pixel_scale)

@@ -49,7 +49,7 @@ from scipy import ndimage
 from astro_sbgm import GalaxyDiffusion
 from astro_sbgm.artifacts import add_satellite_trails
 from astro_sbgm.datasets import make_mock_legacy_survey
-from astro_sbgm.inpainting import _plan_writes, inpaint
+from astro_sbgm.inpainting import inpaint, inpainting_plan
 from astro_sbgm.io import make_tan_wcs
 
 
@@ -94,8 +94,8 @@ def seam_residuals(out, truth, clean, sigma, mask, size, overlap=0, n_boot=1000,
     target = mask.any(axis=0)
     # the box whose values each filled pixel ends with, and the wave each box ran in: at a
     # junction, the box of the later wave saw the earlier box's fill as known pixels
-    boxes, waves, _, owner = _plan_writes(target, size, overlap)
-    wave_of = np.zeros(len(boxes) + 1, int)
+    corners, waves, owner = inpainting_plan(target, size, overlap)
+    wave_of = np.zeros(len(corners) + 1, int)
     for w, members in enumerate(waves):
         wave_of[members] = w
     wave_of[-1] = -1   # owner -1 (not a target pixel)

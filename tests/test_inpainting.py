@@ -16,7 +16,7 @@ from astro_sbgm import GalaxyDiffusion, NotFittedError
 from astro_sbgm._cli_inpaint import add_inpaint_parser, write_result
 from astro_sbgm.artifacts import add_satellite_trails
 from astro_sbgm.inpainting import (INPAINT_METHODS, _plan_boxes, _plan_writes, _waves, inpaint,
-                                   inpainting_grid,
+                                   inpainting_grid, inpainting_plan,
                                    known_pixel_guidance, repaint_times)
 from astro_sbgm.io import AstroSBGMInputWarning, read_image, write_image
 
@@ -120,6 +120,25 @@ def test_seam_overlap_redraws_junctions_in_the_later_box():
     # a later box's own pixels are never taken back by an earlier one
     for i in range(len(boxes)):
         assert np.array_equal(writes3[i] & boxes[i][2], boxes[i][2])
+
+
+def test_inpainting_plan_is_the_plan_inpaint_runs():
+    target = np.zeros((40, 150), bool)
+    target[18:21, :] = True
+    plan = inpainting_plan(np.stack([target, np.zeros_like(target)]), 32)   # any band
+    boxes, waves, _, owner = _plan_writes(target, 32, overlap=2)   # 32 // 16
+    assert np.array_equal(plan.owner, owner) and plan.waves == waves
+    assert plan.corners.shape == (len(boxes), 2)
+    assert [tuple(c) for c in plan.corners] == [(y0, x0) for y0, x0, _ in boxes]
+    assert sorted(i for w in plan.waves for i in w) == list(range(len(boxes)))
+    assert np.array_equal(inpainting_plan(target, 32, seam_overlap=0).owner,
+                          _plan_writes(target, 32, overlap=0)[3])
+    with pytest.raises(ValueError, match="seam_overlap must be between 0 and 4"):
+        inpainting_plan(target, 32, seam_overlap=5)
+    with pytest.raises(ValueError, match="mask must be"):
+        inpainting_plan(target[0], 32)
+    with pytest.raises(ValueError, match="image_size must be an integer"):
+        inpainting_plan(target, 0)
 
 
 # ----------------------------------------------------------------------------- recovery
