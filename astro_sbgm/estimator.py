@@ -26,7 +26,7 @@ import astropy.units as u
 from safetensors.torch import load_file
 
 from ._astroddpm import astroddpm_parts, released_sampler_options
-from ._validation import check_positions
+from ._validation import check_positions, check_positive_int
 from ._version import __version__
 from .bands import LEGACY_SURVEY_PIXEL_SCALE, parse_bands
 from ._conditions import ConditionStats, check_condition_names, measure_conditions, read_conditions
@@ -1069,9 +1069,7 @@ class GalaxyDiffusion:
         elif guidance_scale != 1.0:
             raise ValueError("guidance_scale applies to draws to order: give conditions= "
                              "(or use sample_like)")
-        if isinstance(candidates, (bool, np.bool_)) or not isinstance(
-                candidates, (int, np.integer)) or candidates < 1:
-            raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
+        candidates = check_positive_int("candidates", candidates)
         if candidates > 1 and conditions is None:
             raise ValueError("candidates applies to draws to order: give conditions= (or use "
                              "sample_like); without a request there is nothing to select on")

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from . import distributed as _dist
 from . import _locking
 from ._locking import FolderLockedError
+from ._validation import check_positive_int
 from ._version import __version__
 from ._serialization import (atomic_save_tensors, atomic_write_text, bundle_weights,
                              default_file_mode, file_digest, fsync, share_like_other_files,
@@ -817,12 +818,8 @@ class Trainer:
             written.
         """
         start = time.perf_counter()
-        if keep_checkpoints is not None and (
-                isinstance(keep_checkpoints, bool) or int(keep_checkpoints) != keep_checkpoints
-                or keep_checkpoints < 1):
-            raise ValueError(f"keep_checkpoints must be a positive integer or None, got "
-                             f"{keep_checkpoints!r}")
-        self._keep = None if keep_checkpoints is None else int(keep_checkpoints)
+        keep = (None if keep_checkpoints is None
+                else check_positive_int("keep_checkpoints", keep_checkpoints))
         if checkpoint_dir is not None:   # rank 0 holds the directory's lock during the run
             checkpoint_dir = _dist.run_on_main(_check_checkpoint_dir, checkpoint_dir, config)
         try:
@@ -832,7 +829,7 @@ class Trainer:
             with _stop_on_signals() as got:
                 try:
                     stop = self._loop(steps, checkpoint_dir, checkpoint_every, config,
-                                      time_limit, start, bar, got)
+                                      time_limit, start, bar, got, keep)
                 finally:
                     bar.close()
         finally:
@@ -844,7 +841,7 @@ class Trainer:
             raise TrainingInterrupted(self.step, signum, record)
 
     def _loop(self, steps, checkpoint_dir, checkpoint_every, config, time_limit, start, bar,
-              got):
+              got, keep=None):
         """The steps of `run`; returns ``(signal, checkpoint)`` after a signal, else None."""
         running = None
         while self.step < steps:
@@ -866,8 +863,8 @@ class Trainer:
                                                or self.step == steps or out_of_time
                                                or signum):
                 record = _dist.run_on_main(self.save_checkpoint, checkpoint_dir, config)
-                if getattr(self, "_keep", None):
-                    _dist.run_on_main(prune_checkpoints, checkpoint_dir, self._keep)
+                if keep is not None:
+                    _dist.run_on_main(prune_checkpoints, checkpoint_dir, keep)
             else:
                 record = None
             if signum:

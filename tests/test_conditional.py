@@ -112,7 +112,7 @@ def test_candidates_keep_the_nearest_as_measured(blob_model):
     np.testing.assert_array_equal(alone.data, kept[4].data)
     assert alone.meta["CANDIDX"] == kept[4].meta["CANDIDX"]
     for bad in (0, 2.5, True):
-        with pytest.raises(ValueError, match="candidates must be a positive integer"):
+        with pytest.raises(ValueError, match="candidates must be an integer >= 1"):
             blob_model.sample(6, conditions=request, candidates=bad, **kw)
     with pytest.raises(ValueError, match="nothing to select on"):
         blob_model.sample(2, candidates=2, **kw)

@@ -282,7 +282,7 @@ def test_keep_checkpoints_prunes_the_oldest_and_resumes(tmp_path):
     assert [p.name for p in prune_checkpoints(ckdir, 1)] == ["checkpoint-000000005.json"]
     assert not (ckdir / "checkpoint-000000005.safetensors").exists()
     for bad in (0, 1.5, True):
-        with pytest.raises(ValueError, match="keep_checkpoints must be a positive integer"):
+        with pytest.raises(ValueError, match="keep_checkpoints must be an integer >= 1"):
             _toy_trainer().run(1, checkpoint_dir=tmp_path / "other", progress=False,
                                keep_checkpoints=bad)
 
