@@ -106,6 +106,11 @@ def _label(scale, candidates=1):
     return text + (f", nearest of {candidates}" if candidates > 1 else "")
 
 
+def _scale_of(label):
+    """The guidance scale of a row's name (`_label`)."""
+    return float(label.split()[0].rstrip(","))
+
+
 def _figure(path, requested, measured, names, scales):
     import matplotlib
 
@@ -261,7 +266,8 @@ def main(argv=None):
             if field in earlier:
                 results[field] = earlier[field]
         results["fit_command"] = earlier.get("fit_command", earlier.get("command"))
-        kept_rows = {label: {**row, "command": earlier.get("command")}
+        kept_rows = {_label(_scale_of(label), row.get("candidates", 1)):
+                     {**row, "command": row.get("command", earlier.get("command"))}
                      for label, row in earlier.get("guidance", {}).items()}
     if not args.skip_train or not (out / "results.json").exists():
         kept_rows = {}
@@ -284,7 +290,7 @@ def main(argv=None):
         """Write what is measured so far (a run cut short keeps its results)."""
         rows = {**kept_rows, **{_label(*key): per_scale[key] for key in per_scale}}
         results["guidance"] = dict(sorted(rows.items(), key=lambda item: (
-            float(item[0].split()[0].rstrip(",")), item[1].get("candidates", 1))))
+            _scale_of(item[0]), item[1].get("candidates", 1))))
         plain = [key for key in per_scale if key[1] == 1 and key[0] != 0]
         best = min(plain, key=lambda key: per_scale[key]["errors"][names[0]]["rms"],
                    default=None)
