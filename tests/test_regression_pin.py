@@ -14,6 +14,8 @@ as it is now (only for a deliberate change of numbers, said in the commit).
 """
 
 import hashlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,85 +24,13 @@ import torch
 torch.set_num_threads(1)
 
 #: (sha256 of the float32 bytes, first value) per output; nfe where the output has one,
-#: per CPU capability (``torch.backends.cpu.get_cpu_capability()``): the convolution and
-#: matrix kernels of AVX-512 and AVX2 machines round differently, so each kind of machine
-#: has its own digests.  The AVX-512 ones were written with the code before issue 15's
-#: consolidation; the AVX2 ones were printed on an AVX2 machine by commit 0a22bf6, which
-#: passed the AVX-512 pins (and by the commit that added them, identically).
-PINNED_BY_CPU = {
-    "AVX512": {
-        'elbo':
-            {'sha256': '080aaca0461ce51edc2de0dd', 'first': -1005.3082275390625, 'nfe': None},
-        'inpaint_boxes':
-            {'sha256': '011172400e59d2155675c797', 'first': 0.003669113852083683, 'nfe': 100},
-        'inpaint_fast':
-            {'sha256': '9e670e869a539fae5d5b4c86', 'first': 0.003669113852083683, 'nfe': 50},
-        'inpaint_paper':
-            {'sha256': 'ef7d0abc6e2de96f8787543e', 'first': -0.00667467899620533, 'nfe': 39},
-        'ode':
-            {'sha256': '5f4e17d16e8e83fa55fa26c7', 'first': -982.286865234375, 'nfe': 3},
-        'sample_ddim_raw':
-            {'sha256': '16506fe6cd9873d67f678e2f', 'first': 0.17836928367614746, 'nfe': 5},
-        'sample_ddpm':
-            {'sha256': '9d4c72c8451d7564a2da38cc', 'first': 0.3966512680053711, 'nfe': 40},
-        'sample_dpmpp2m':
-            {'sha256': 'e30557b52138fb6a675dd3da', 'first': 0.3721398115158081, 'nfe': 6},
-        'sample_edm':
-            {'sha256': '6c68b96dc7b6dd0d399fa08f', 'first': 0.9252384901046753, 'nfe': 4},
-        'sample_eps':
-            {'sha256': '25ca14dc0950891a1dd76f6c', 'first': -0.06339764595031738, 'nfe': 4},
-        'sample_heun_one':
-            {'sha256': 'b16e460c6fa0f7f1ce5275cb', 'first': 0.0, 'nfe': 9},
-        'train_edm':
-            {'sha256': 'f1825408928c328e70e897b7', 'first': 0.024483878165483475, 'nfe': None},
-        'train_eps':
-            {'sha256': '65e489ec65df67bfebd3c142', 'first': 0.022916708141565323, 'nfe': None},
-        'train_history':
-            {'sha256': '4cace3b4a60d381ae98375a6', 'first': 1.209135890007019, 'nfe': None},
-        'train_weights':
-            {'sha256': '49d2a117630fe021de7b782e', 'first': 0.025271620601415634, 'nfe': None},
-        'transfer_ddpm':
-            {'sha256': '5a3825d38f6b399f7a846e0b', 'first': 0.48554909229278564, 'nfe': 13},
-        'transfer_default':
-            {'sha256': 'd7281cb9dde9973513a0c23e', 'first': 0.09966772794723511, 'nfe': 6},
-    },
-    "AVX2": {
-        'elbo':
-            {'sha256': '14d15c622aeeb4fbe22c2bcb', 'first': -1005.308349609375, 'nfe': None},
-        'inpaint_boxes':
-            {'sha256': '5104e58c3be79d922596ac61', 'first': 0.003669113852083683, 'nfe': 100},
-        'inpaint_fast':
-            {'sha256': '756bb5fadd637d0f0407f839', 'first': 0.003669113852083683, 'nfe': 50},
-        'inpaint_paper':
-            {'sha256': 'f15c49f530cae4798678a550', 'first': -0.00667467899620533, 'nfe': 39},
-        'ode':
-            {'sha256': '7d491c41c276e99ef450e885', 'first': -982.2869873046875, 'nfe': 3},
-        'sample_ddim_raw':
-            {'sha256': 'd815dff05252ee02707ded4a', 'first': 0.17836928367614746, 'nfe': 5},
-        'sample_ddpm':
-            {'sha256': 'ff26661452f1ad04ddeac541', 'first': 0.39665108919143677, 'nfe': 40},
-        'sample_dpmpp2m':
-            {'sha256': '834448a3c1231d57f78926db', 'first': 0.3721398115158081, 'nfe': 6},
-        'sample_edm':
-            {'sha256': '951bf0ac69f0d87fc630d294', 'first': 0.9252384901046753, 'nfe': 4},
-        'sample_eps':
-            {'sha256': '44a43b4844a93debb8e086c7', 'first': -0.06339764595031738, 'nfe': 4},
-        'sample_heun_one':
-            {'sha256': '9ef81e06fc5aea951ec5fce4', 'first': 0.0, 'nfe': 9},
-        'train_edm':
-            {'sha256': '8c243f4f2b121226848ef6f4', 'first': 0.02448388561606407, 'nfe': None},
-        'train_eps':
-            {'sha256': 'f033a47c08b2a993feb018e7', 'first': 0.022916708141565323, 'nfe': None},
-        'train_history':
-            {'sha256': '44285a7d6d3b092122a7c12c', 'first': 1.209135890007019, 'nfe': None},
-        'train_weights':
-            {'sha256': 'aeb4f7559b4da88bb4955b38', 'first': 0.025271611288189888, 'nfe': None},
-        'transfer_ddpm':
-            {'sha256': '661a119b633a1cfe9f22bfde', 'first': 0.48554909229278564, 'nfe': 13},
-        'transfer_default':
-            {'sha256': 'a3f64de4ff566273513a2487', 'first': 0.09966769069433212, 'nfe': 6},
-    },
-}
+#: per CPU capability (``torch.backends.cpu.get_cpu_capability()``), in
+#: ``data/regression_pins.json``: the convolution and matrix kernels of AVX-512 and AVX2
+#: machines round differently, so each kind of machine has its own digests.  The AVX-512
+#: ones were written with the code before issue 15's consolidation; the AVX2 ones were
+#: printed on an AVX2 machine by commit 0a22bf6, which passed the AVX-512 pins (and by the
+#: commit that added them, identically).
+PINNED_BY_CPU = json.loads((Path(__file__).parent / "data" / "regression_pins.json").read_text())
 CPU = torch.backends.cpu.get_cpu_capability()
 PINNED = PINNED_BY_CPU.get(CPU, PINNED_BY_CPU["AVX512"])
 
@@ -231,8 +161,9 @@ def test_every_output_is_pinned(outputs):
 
 
 if __name__ == "__main__":
-    print(f"# CPU capability {CPU}")
-    for key, (arr, nfe) in sorted({**_outputs(_build()), **_other_objectives()}.items()):
+    outs = {**_outputs(_build()), **_other_objectives()}
+    entries = {}
+    for key, (arr, nfe) in sorted(outs.items()):
         digest, first = _digest(arr)
-        print(f"    {key!r}:\n        {{'sha256': {digest!r}, 'first': {first!r}, "
-              f"'nfe': {nfe!r}}},")
+        entries[key] = {"sha256": digest, "first": first, "nfe": nfe}
+    print(json.dumps({CPU: entries}, indent=1))
