@@ -1073,12 +1073,8 @@ class GalaxyDiffusion:
         if candidates > 1 and conditions is None:
             raise ValueError("candidates applies to draws to order: give conditions= (or use "
                              "sample_like); without a request there is nothing to select on")
-        if seed is None and candidates > 1:
-            seed = new_seed()   # every candidate from the same seed
-            if shard:
-                seed = _dist.broadcast_object(seed)
 
-        def draw(stream):
+        def draw(stream, seed):
             x, info = self.sample_scaled(n, sampler, steps, grid, seed, batch_size, weights,
                                          progress, start=start, precision=precision,
                                          shard=shard, conditions=standardised,
@@ -1086,7 +1082,7 @@ class GalaxyDiffusion:
                                          **options)
             return self.scaler_.inverse_transform(x.numpy()), info
 
-        fluxes, info = draw(0)
+        fluxes, info = draw(0, seed)
         if fluxes.shape[0] == 0:
             return []
         # with shard=True this process holds galaxies offset .. offset + len - 1 of the n
@@ -1094,16 +1090,17 @@ class GalaxyDiffusion:
         chosen = distance = None
         if candidates > 1:
             fluxes, chosen, distance = self._nearest_candidates(
-                fluxes, lambda j: draw(j)[0], standardised[offset:offset + len(fluxes)],
-                int(candidates))
-            info = {**info, "nfe": info["nfe"] * int(candidates)}
+                # every candidate from the seed the first draw used (drawn there if None)
+                fluxes, lambda j: draw(j, info["seed"])[0],
+                standardised[offset:offset + len(fluxes)], candidates)
+            info = {**info, "nfe": info["nfe"] * candidates}
         out = [self._to_ccd(f, info, info["start"] + i,
                             None if positions is None else positions[offset + i],
                             None if requested is None else requested[offset + i])
                for i, f in enumerate(fluxes)]
         if chosen is not None:
             for ccd, j, d in zip(out, chosen, distance):
-                ccd.meta["CANDS"] = (int(candidates), "candidates drawn; the nearest kept")
+                ccd.meta["CANDS"] = (candidates, "candidates drawn; the nearest kept")
                 ccd.meta["CANDIDX"] = (int(j), "index of the candidate kept")
                 if np.isfinite(d):
                     ccd.meta["CANDDIST"] = (float(d), "standardised distance to the request")

@@ -384,6 +384,12 @@ def checkpoint_run_config(record_path, params, checkpoint_dir):
     return saved
 
 
+def _checkpoint_records(directory):
+    """The ``checkpoint-STEP.json`` records of ``directory``, oldest first (the
+    zero-padded step numbers sort in order)."""
+    return sorted(Path(directory).glob("checkpoint-*.json"))
+
+
 def prune_checkpoints(directory, keep):
     """Delete all but the newest ``keep`` checkpoints of ``directory``.
 
@@ -404,13 +410,8 @@ def prune_checkpoints(directory, keep):
     list of `pathlib.Path`
         The records deleted, oldest first.
     """
-    keep = int(keep)
-    if keep < 1:
-        raise ValueError(f"keep must be >= 1, got {keep}")
-    records = sorted(Path(directory).glob("checkpoint-*.json"),
-                     key=lambda p: p.name)   # zero-padded step numbers sort in order
-    records = [r for r in records if r.stem.split("-", 1)[1].isdigit()]
-    gone = records[:-keep]
+    keep = check_positive_int("keep", keep)
+    gone = _checkpoint_records(directory)[:-keep]
     for record in gone:
         record.unlink(missing_ok=True)
         record.with_suffix(".safetensors").unlink(missing_ok=True)
@@ -446,7 +447,7 @@ def latest_checkpoint(directory):
         For each damaged checkpoint newer than the one returned.
     """
     directory = Path(directory)
-    records = sorted(directory.glob("checkpoint-*.json"))
+    records = _checkpoint_records(directory)
     damaged = []
     for rec in reversed(records):
         if not rec.with_suffix(".safetensors").exists():
