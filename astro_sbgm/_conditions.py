@@ -6,7 +6,8 @@ system that checks the draws).  This module knows which columns qualify and
 their units, reads a request (QTable, Table, dict of Quantities) into an
 array in those units, measures the properties of training images, and keeps
 the standardisation (mean, standard deviation, range) that is stored in the
-model's JSON.
+model's JSON, and the population of training values the model draws its
+conditions from when it is given none.
 """
 
 import warnings
@@ -18,6 +19,12 @@ from .exceptions import AstroSBGMConditionWarning
 
 __all__ = ["condition_units", "check_condition_names", "read_conditions",
            "measure_conditions", "ConditionStats"]
+
+#: Most rows of a condition population a model stores (a random subset of a larger
+#: training set: 65,536 rows of 4 properties are 1 MB in float32).
+POPULATION_MAX_ROWS = 65536
+#: Tag of the per-galaxy random streams that pick population rows (apart from the noise).
+_POPULATION_STREAM = 0x706F70
 
 #: Morphology columns of `measure_galaxies` (``morphology=True``), dimensionless.
 MORPHOLOGY_COLUMNS = ("concentration", "asymmetry", "gini", "ellipticity")
@@ -230,10 +237,14 @@ class ConditionStats:
 
     Stored in the model JSON (`to_dict`, `from_dict`) with the units, the
     range of the training values (requests outside it are warned about) and
-    how the training values were obtained.
+    how the training values were obtained.  ``population`` holds rows of
+    property values, in these units, that the model draws its conditions
+    from when a draw is given none (`set_population`, `draw_population`);
+    it is stored beside the weights, not in the JSON.
     """
 
-    def __init__(self, names, units, mean, std, low, high, n_rows, n_unmeasured, source):
+    def __init__(self, names, units, mean, std, low, high, n_rows, n_unmeasured, source,
+                 population=None):
         self.names = tuple(names)
         self.units = tuple(str(x) for x in units)
         self.mean = np.asarray(mean, np.float64)
@@ -243,6 +254,65 @@ class ConditionStats:
         self.n_rows = int(n_rows)
         self.n_unmeasured = int(n_unmeasured)
         self.source = str(source)
+        self.population = None
+        if population is not None:
+            self.set_population(population)
+
+    def set_population(self, values, seed=0):
+        """Keep the rows ``values`` ``(m, k)`` as the population of conditions.
+
+        Rows with a NaN are kept (a draw given such a row is unconditional,
+        as its training image was).  More than `POPULATION_MAX_ROWS` rows
+        are thinned to a random subset of that many (``seed``).
+
+        Raises
+        ------
+        ValueError
+            If ``values`` is not ``(m, k)`` with ``m >= 1`` for this model's
+            ``k`` properties.
+        """
+        values = np.asarray(values, np.float64)
+        k = len(self.names)
+        if values.ndim != 2 or values.shape[1] != k or len(values) == 0:
+            raise ValueError(f"a population of conditions has one row per galaxy and one "
+                             f"column per property {list(self.names)}: shape (m, {k}) with "
+                             f"m >= 1, got {values.shape}")
+        if len(values) > POPULATION_MAX_ROWS:
+            keep = np.sort(np.random.default_rng(seed).choice(
+                len(values), POPULATION_MAX_ROWS, replace=False))
+            values = values[keep]
+        self.population = values.astype(np.float32)
+
+    def draw_population(self, seed, start, n):
+        """Population rows for galaxies ``start .. start + n - 1`` of ``seed``.
+
+        Galaxy ``i``'s row is picked uniformly by its own random stream
+        (``seed``, ``i``), apart from its noise: it depends on neither ``n``
+        nor the batching.
+
+        Returns
+        -------
+        values : `numpy.ndarray`
+            ``(n, k)`` float64, in the units of `units`.
+        index : `numpy.ndarray`
+            ``(n,)`` row numbers in `population`.
+        """
+        if self.population is None:
+            raise ValueError("this model stores no population of conditions")
+        m = len(self.population)
+        index = np.array([np.random.default_rng([int(seed), int(i), _POPULATION_STREAM])
+                          .integers(m) for i in range(int(start), int(start) + int(n))],
+                         dtype=np.int64)
+        return self.population[index].astype(np.float64), index
+
+    def population_table(self):
+        """The population as a `~astropy.table.QTable` with units (None if absent)."""
+        from astropy.table import QTable
+
+        if self.population is None:
+            return None
+        return QTable({name: self.population[:, j].astype(np.float64) * u.Unit(unit)
+                       for j, (name, unit) in enumerate(zip(self.names, self.units))})
 
     @classmethod
     def fit(cls, values, names, bands, source):
@@ -304,11 +374,12 @@ class ConditionStats:
                 "mean": self.mean.tolist(), "std": self.std.tolist(),
                 "min": self.low.tolist(), "max": self.high.tolist(),
                 "n_rows": self.n_rows, "n_unmeasured": self.n_unmeasured,
-                "source": self.source}
+                "source": self.source,
+                "population_rows": 0 if self.population is None else len(self.population)}
 
     @classmethod
     def from_dict(cls, d):
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict` (the population, stored apart, is not in it)."""
         return cls(d["names"], d["units"], d["mean"], d["std"], d["min"], d["max"],
                    d.get("n_rows", 0), d.get("n_unmeasured", 0), d.get("source", ""))
 

@@ -5,7 +5,8 @@ folder, flushed to disk and renamed into place (`atomic_write`), so a file
 holds either its old content or all of its new one, even after a crash or a
 full disk.  A model's and a checkpoint's weights are one safetensors file
 holding the raw network under `RAW_PREFIX` and the weight average under
-`EMA_PREFIX` (`bundle_weights`, `split_weights`).
+`EMA_PREFIX` (`bundle_weights`, `split_weights`); a conditional model's
+population of conditions rides along under `POPULATION_KEY`.
 """
 
 import os
@@ -17,14 +18,16 @@ from safetensors.torch import save_file
 from ._atomic import (atomic_write, atomic_write_text, default_file_mode,  # noqa: F401
                       file_digest, fsync, share_like_other_files, temporary_name)
 
-__all__ = ["RAW_PREFIX", "EMA_PREFIX", "fsync", "share_like_other_files", "file_digest",
-           "atomic_write", "atomic_write_text", "atomic_save_tensors", "bundle_weights",
-           "split_weights", "write_model_files", "check_model_files"]
+__all__ = ["RAW_PREFIX", "EMA_PREFIX", "POPULATION_KEY", "fsync", "share_like_other_files",
+           "file_digest", "atomic_write", "atomic_write_text", "atomic_save_tensors",
+           "bundle_weights", "split_weights", "write_model_files", "check_model_files"]
 
 #: Key prefix of the raw network's tensors in a weight bundle.
 RAW_PREFIX = "model."
 #: Key prefix of the weight average's tensors in a weight bundle.
 EMA_PREFIX = "ema."
+#: Key of a conditional model's population of conditions ``(rows, properties)``.
+POPULATION_KEY = "conditions.population"
 
 
 def _save_tensors(tensors, path, metadata):
@@ -148,8 +151,18 @@ def check_model_files(w_path, cfg_path, config, expected_shapes):
                 raise ValueError(f"tensor {name!r} in {str(w_path)!r} has shape "
                                  f"{shapes[name]} but the network in {str(cfg_path)!r} has "
                                  f"{shape}; the two files do not belong together")
+    conditions = config.get("conditions") or {}
+    rows = int(conditions.get("population_rows", 0))
+    if rows:
+        want = (rows, len(conditions.get("names", ())))
+        if shapes.get(POPULATION_KEY) != want:
+            raise ValueError(f"{str(w_path)!r} should hold the population of conditions "
+                             f"{POPULATION_KEY!r} of shape {want} that {str(cfg_path)!r} "
+                             f"describes, but has {shapes.get(POPULATION_KEY)}; the two files "
+                             "do not belong together")
     extra = [k for k in shapes if not any(k.startswith(p) and k[len(p):] in expected
-                                          for p in prefixes)]
+                                          for p in prefixes)
+             and not (rows and k == POPULATION_KEY)]
     if extra:
         raise ValueError(f"{str(w_path)!r} holds tensor {extra[0]!r} that the network in "
                          f"{str(cfg_path)!r} does not have ({len(extra)} in all); the two "

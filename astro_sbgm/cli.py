@@ -153,7 +153,8 @@ def build_parser():
     t.add_argument("--conditions", metavar="COLUMNS", default=None,
                    help="train a conditional model on these measure_galaxies columns, "
                    "measured on the training images (e.g. mag_r,r_half,g_r,r_z); draw "
-                   "to order with 'astro-sbgm sample --like CATALOGUE'")
+                   "to order with 'astro-sbgm sample --like CATALOGUE' (without --like, "
+                   "sample draws the properties from the training set's)")
     t.add_argument("--condition-dropout", type=float, default=None, metavar="P",
                    help="fraction of conditions dropped in training (default 0.15)")
     add_progress(t)
@@ -183,14 +184,16 @@ def build_parser():
     s.add_argument("--like", metavar="CATALOGUE", default=None,
                    help="draw one galaxy per row of this catalogue (.ecsv, .fits; e.g. "
                    "from 'astro-sbgm measure'), with the properties of a conditional "
-                   "model's conditions; replaces --n")
+                   "model's conditions; replaces --n. Without it a conditional model draws "
+                   "each galaxy's properties from the population it stores (its training "
+                   "set's)")
     s.add_argument("--guidance", type=float, default=1.0, metavar="S",
-                   help="classifier-free guidance scale with --like (1: conditional, "
-                   "0: unconditional; default 1)")
+                   help="classifier-free guidance scale of a conditional model (1: "
+                   "conditional, 0: unconditional; default 1)")
     s.add_argument("--candidates", type=int, default=1, metavar="K",
-                   help="with --like: draw K galaxies per row and keep the one whose "
-                   "measured properties lie nearest the row's (K times the network "
-                   "evaluations; default 1)")
+                   help="conditional model: draw K galaxies per row (of --like, or of "
+                   "the population) and keep the one whose measured properties lie "
+                   "nearest the row's (K times the network evaluations; default 1)")
     add_progress(s)
     _add_sample_options(s)
     s.set_defaults(func=_cmd_sample)
@@ -610,9 +613,13 @@ def _cmd_sample(args):
             raise ValueError(f"{args.like} lacks column(s) {missing}; the model is "
                              f"conditioned on {list(est.conditions_.names)}")
         args.n = len(like)
-    elif args.guidance != 1.0 or args.candidates != 1:
-        raise ValueError("--guidance and --candidates apply to draws to order: give --like "
-                         "CATALOGUE")
+    elif (args.guidance != 1.0 or args.candidates != 1) and est.population_ is None and not (
+            getattr(est, "conditions_", None) is not None and args.guidance == 0.0
+            and args.candidates == 1):
+        raise ValueError("--guidance and --candidates apply to a conditional model's draws "
+                         "to order (--like CATALOGUE) or from the population of conditions "
+                         "it stores, and this model stores none (--guidance 0 draws a "
+                         "conditional model unconditionally)")
     if args.candidates < 1:
         raise ValueError(f"--candidates must be >= 1, got {args.candidates}")
     if args.n < 1:
@@ -622,10 +629,11 @@ def _cmd_sample(args):
         args.batch_size = est.default_batch_size
     settings = {"seed": args.seed, "sampler": args.sampler, "steps": int(steps),
                 "weights": args.weights, "precision": args.precision}
-    if like is not None:
-        settings.update(like=str(args.like), guidance=float(args.guidance))
-        if args.candidates > 1:   # absent at 1: folders written before the option still match
-            settings["candidates"] = int(args.candidates)
+    if like is not None or args.guidance != 1.0:
+        settings.update(like=None if like is None else str(args.like),
+                        guidance=float(args.guidance))
+    if args.candidates > 1:   # absent at 1: folders written before the option still match
+        settings["candidates"] = int(args.candidates)
     out = Path(args.output)
 
     def prepare():
@@ -643,6 +651,8 @@ def _cmd_sample(args):
                       batch_size=args.batch_size, weights=args.weights, progress=False,
                       start=first, precision=args.precision)
             if like is None:
+                if args.guidance != 1.0 or args.candidates != 1:
+                    kw.update(guidance_scale=args.guidance, candidates=args.candidates)
                 fakes = est.sample(count, **kw)
             else:   # rows first .. first + count - 1 of the catalogue
                 fakes = est.sample_like(like[first:first + count],

@@ -47,7 +47,8 @@ from .training import (AstroSBGMTrainingWarning, Trainer, TrainingInterrupted,
                        autocast_forward, checkpoint_run_config, latest_checkpoint,
                        refuse_foreign_checkpoint_dir,
                        tf32 as _allow_tf32)
-from ._serialization import bundle_weights, check_model_files, split_weights, write_model_files
+from ._serialization import (POPULATION_KEY, bundle_weights, check_model_files, split_weights,
+                             write_model_files)
 
 __all__ = ["GalaxyDiffusion", "NotFittedError", "PRESETS", "QUICKSTART"]
 
@@ -737,6 +738,8 @@ class GalaxyDiffusion:
             stats = had
         else:
             stats = ConditionStats.fit(values, names, self.bands_, source)
+        # what sample() draws conditions from when given none: this training set's rows
+        stats.set_population(values, seed=int(self.seed))
         self.conditions_ = stats
         return torch.from_numpy(stats.standardise(values))
 
@@ -897,10 +900,7 @@ class GalaxyDiffusion:
         if grid == "auto":
             grid = rule.default_grid
         times = make_grid(self.schedule_, steps, grid)
-        if seed is None:
-            seed = new_seed()
-            if shard:  # the shards of one draw share rank 0's seed
-                seed = _dist.broadcast_object(seed)
+        seed = self._resolve_seed(seed, shard)
         den = self.denoiser(weights)
         if precision == "bf16":
             if self.device_.type == "cuda":
@@ -931,11 +931,27 @@ class GalaxyDiffusion:
             info["guidance_scale"] = float(guidance_scale)
         return x, info
 
+    def _resolve_seed(self, seed, shard):
+        """``seed``, or a new one (under ``torchrun`` with ``shard``: rank 0's)."""
+        if seed is not None:
+            return int(seed)
+        seed = new_seed()
+        if shard:  # the shards of one draw share rank 0's seed
+            self._to_local_device()
+            _dist.init_distributed(self.device_)
+            seed = _dist.broadcast_object(seed)
+        return seed
+
     def sample(self, n, sampler="dpmpp-2m", steps=None, grid="auto", seed=None,
                batch_size=None, weights="ema", progress=True, start=0, precision="fp32",
                shard=False, positions=None, conditions=None, guidance_scale=1.0, candidates=1,
                **options):
         """Draw new galaxies, at random or to order (``conditions=``).
+
+        A conditional model given no ``conditions`` draws galaxy ``i``'s
+        properties from the population of conditions it stores (by default
+        its training set's, see `set_population`), then the galaxy under
+        them: a draw from the model of the whole population.
 
         Parameters
         ----------
@@ -991,18 +1007,29 @@ class GalaxyDiffusion:
             dimensionless.  A row with a masked or NaN value is drawn
             unconditionally.  Requests outside the range of the training
             values are warned about (`~astro_sbgm.exceptions.AstroSBGMConditionWarning`).
-            See also `sample_like`.
+            See also `sample_like`.  None (default) on a conditional model
+            that stores a population of conditions (`population_`): galaxy
+            ``i`` is drawn under a row of it picked by its own random stream
+            (the seed and ``i``; so it depends on neither ``n`` nor the
+            batching), and its header records the row as a request
+            (``CONDVj``) with ``CONDSRC = 'population'`` and the row number
+            (``POPROW``); ``guidance_scale=0`` instead draws from the
+            unconditional model (the network's null condition), as does a
+            conditional model without a population.
         guidance_scale : float
             Classifier-free guidance scale ``s``: the sampler uses the noise
             prediction ``eps_u + s (eps_c - eps_u)`` of the unconditional
             (``eps_u``) and conditional (``eps_c``) predictions of the one
             network.  ``s = 1`` (default) is the conditional model, ``s = 0``
             the unconditional one, ``s > 1`` trades diversity for agreement
-            with the request.  A guided step (``s`` not 0 or 1) evaluates the
+            with the request (without ``conditions``: 0 for the unconditional
+            model, or, for a model with a population, the scale its draws
+            take).  A guided step (``s`` not 0 or 1) evaluates the
             network on a batch twice as large, and counts two evaluations in
             ``NFE``.
         candidates : int
-            With ``conditions``: draw this many galaxies per request and keep
+            With ``conditions`` (or in a draw from the population, for its
+            rows): draw this many galaxies per request and keep
             the one whose properties, measured as `fit` measured the
             training set (`~astro_sbgm.metrics.measure_galaxies`), lie
             nearest the request: the Euclidean distance of the standardised
@@ -1043,8 +1070,8 @@ class GalaxyDiffusion:
             ``positions`` whose length is not ``n``, ``conditions`` given to
             an unconditional model, ``conditions`` with a missing or an extra
             column (named), a number of rows other than ``n``, or
-            ``candidates`` other than a positive integer (or above 1 without
-            ``conditions``).
+            ``candidates`` other than a positive integer (or above 1 in an
+            unconditional draw).
         TypeError
             If ``positions`` is not a `~astropy.coordinates.SkyCoord`.
         astropy.units.UnitConversionError
@@ -1061,16 +1088,26 @@ class GalaxyDiffusion:
             raise ValueError(f"unknown grid {grid!r}; known: ('auto',) + {GRIDS}")
         if positions is not None:
             positions = check_positions(positions, n)
-        requested = standardised = None
+        requested = standardised = rows = None
+        conditional = getattr(self, "conditions_", None) is not None
         if conditions is not None:
             requested = self._read_request(conditions, n, allow_extra=False,
                                            keyword="conditions")
-            standardised = self.conditions_.standardise(requested)
-        elif guidance_scale != 1.0:
+        elif self.population_ is not None and guidance_scale != 0.0:
+            # a draw of the whole population: each galaxy's properties from the population
+            seed = self._resolve_seed(seed, shard)
+            requested, rows = self.conditions_.draw_population(
+                seed, start, check_positive_int("n", n))
+        elif guidance_scale != 1.0 and not (conditional and guidance_scale == 0.0):
             raise ValueError("guidance_scale applies to draws to order: give conditions= "
-                             "(or use sample_like)")
+                             "(or use sample_like)" + (
+                                 "; without them a model that stores no population of "
+                                 "conditions takes 0 (unconditional) or 1" if conditional
+                                 else ""))
+        if requested is not None:
+            standardised = self.conditions_.standardise(requested)
         candidates = check_positive_int("candidates", candidates)
-        if candidates > 1 and conditions is None:
+        if candidates > 1 and requested is None:
             raise ValueError("candidates applies to draws to order: give conditions= (or use "
                              "sample_like); without a request there is nothing to select on")
 
@@ -1098,6 +1135,10 @@ class GalaxyDiffusion:
                             None if positions is None else positions[offset + i],
                             None if requested is None else requested[offset + i])
                for i, f in enumerate(fluxes)]
+        if rows is not None:
+            for ccd, row in zip(out, rows[offset:offset + len(out)]):
+                ccd.meta["CONDSRC"] = ("population", "requested values drawn from population_")
+                ccd.meta["POPROW"] = (int(row), "row of population_ drawn")
         if chosen is not None:
             for ccd, j, d in zip(out, chosen, distance):
                 ccd.meta["CANDS"] = (candidates, "candidates drawn; the nearest kept")
@@ -1170,6 +1211,55 @@ class GalaxyDiffusion:
             raise ValueError("the catalogue has no rows")
         return self.sample(n, conditions=request, guidance_scale=guidance_scale, **kwargs)
 
+    @property
+    def population_(self):
+        """The population of conditions a draw without ``conditions`` uses.
+
+        A `~astropy.table.QTable` of the model's `conditions` with units
+        (rows with a NaN are drawn unconditionally), or None for an
+        unconditional model and for a conditional model saved without one.
+        `fit` stores its training set's rows (a random subset of 65,536 of a
+        larger set); `set_population` replaces them.
+        """
+        stats = getattr(self, "conditions_", None)
+        return None if stats is None else stats.population_table()
+
+    def set_population(self, catalogue):
+        """Replace the population of conditions the model draws from when given none.
+
+        `sample` without ``conditions`` then draws each galaxy's properties
+        from the rows of ``catalogue`` (uniformly, by the galaxy's own
+        random stream), then the galaxy under them; `save` stores them.
+        With a survey's catalogue this makes the model draw that survey's
+        population.
+
+        Parameters
+        ----------
+        catalogue : `~astropy.table.QTable`, `~astropy.table.Table` or dict
+            The model's `conditions` as columns with units (as for
+            `sample_like`; other columns are ignored).  Values outside the
+            training range are warned about.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            For an unconditional model, a catalogue without one of the
+            model's conditions (named) or without rows.
+        """
+        self._check_fitted()
+        self._require_conditional("set_population")
+        values = read_conditions(catalogue, self.conditions_.names, self.bands_,
+                                 float(self.pixel_scale), allow_extra=True, keyword="catalogue")
+        if len(values) == 0:
+            raise ValueError("the catalogue has no rows")
+        self.conditions_.warn_out_of_range(values, keyword="catalogue")
+        self.conditions_.set_population(values, seed=int(self.seed))
+        return self
+
     def _require_conditional(self, what):
         if getattr(self, "conditions_", None) is None:
             raise ValueError(
@@ -1231,7 +1321,7 @@ class GalaxyDiffusion:
         # the reference pixel (CRPIX) is the cutout centre
         wcs = make_tan_wcs(flux.shape[-2:], float(self.pixel_scale) * u.arcsec, ra, dec)
         # io.make_image writes the band and unit cards; the rest are this sample's provenance
-        posarbit = ((position is None), "T: RA = Dec = 0 is a placeholder, not a real position"
+        posarbit = ((position is None), "T: RA = Dec = 0 is a placeholder"
                     if position is None else "F: centre placed at a given position")
         cards = provenance_cards(
             True, getattr(self, "n_steps_", 0), SAMPLER=info["sampler"],
@@ -1468,6 +1558,9 @@ class GalaxyDiffusion:
                                       "to replace it")
         path.mkdir(parents=True, exist_ok=True)
         tensors = bundle_weights(self.net_.state_dict(), self.ema_net_.state_dict())
+        population = getattr(getattr(self, "conditions_", None), "population", None)
+        if population is not None:
+            tensors[POPULATION_KEY] = torch.from_numpy(population)
         save_id = uuid.uuid4().hex   # pairs the two files: a mix of two saves is refused
         config = {"format": MODEL_FORMAT, "version": __version__,
                   "params": self._json_params(), "unet": self.net_.to_config(),
@@ -1578,6 +1671,8 @@ class GalaxyDiffusion:
                                 n_train=config.get("n_train", 0), extra=config.get("extra", {}))
         model.conditions_ = (ConditionStats.from_dict(config["conditions"])
                              if config.get("conditions") else None)
+        if model.conditions_ is not None and POPULATION_KEY in tensors:
+            model.conditions_.set_population(tensors[POPULATION_KEY].numpy())
         if model.net_.cond_dim and model.conditions_ is None:
             raise ValueError(f"{str(cfg_path)!r} describes a conditional network without its "
                              "condition statistics ('conditions'); the file is damaged")

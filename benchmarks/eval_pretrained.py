@@ -32,6 +32,9 @@ For a conditional model, ``--like CATALOGUE`` draws the ``n`` galaxies with
 ``bench_conditional.py`` caches): the unconditional distribution as the
 conditional model times the training set's distribution of the conditions
 (``--like-guidance``, default 1), scored against the same held-out sets.
+Without ``--like``, a conditional model that stores a population of
+conditions (``model.population_``) draws from it, as ``model.sample`` does
+(rows picked per galaxy, with replacement); the JSON records its size.
 
 Figures (8x8 montages, property histograms, nearest neighbours, the training
 curve) go to ``--out``; the numbers to ``--json``.
@@ -165,6 +168,8 @@ def main(argv=None):
     size = model.image_size
     res = {"model": str(a.model), "n_steps": int(model.n_steps_),
            "held_out_seeds": list(HELD_OUT_SEEDS), "n": a.n}
+    if model.population_ is not None and not a.like:
+        res["population_rows"] = len(model.population_)
 
     held = [make_mock_legacy_survey(a.n, size=size, seed=s) for s in HELD_OUT_SEEDS]
     cats = [_measure(h) for h in held]

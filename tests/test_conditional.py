@@ -5,6 +5,8 @@ factor 9, conditioned on its measured r magnitude (about 30 s of CPU, once); the
 models trained for a step or two, which is enough to check the plumbing.
 """
 
+import copy
+import json
 import warnings
 
 import numpy as np
@@ -15,7 +17,7 @@ from astropy.io import fits
 from astropy.table import QTable, Table
 from scipy.stats import spearmanr
 
-from astro_sbgm import GalaxyDiffusion
+from astro_sbgm import GalaxyDiffusion, _conditions
 from astro_sbgm.diffusion import ClassifierFreeGuidance, Denoiser, DiffusionSchedule
 from astro_sbgm.exceptions import AstroSBGMConditionWarning
 from astro_sbgm.metrics import measure_galaxies
@@ -114,8 +116,11 @@ def test_candidates_keep_the_nearest_as_measured(blob_model):
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="candidates must be an integer >= 1"):
             blob_model.sample(6, conditions=request, candidates=bad, **kw)
+    # a population draw selects on the row drawn; an unconditional one has nothing to
+    drawn = blob_model.sample(2, candidates=2, **kw)
+    assert drawn[0].meta["CONDSRC"] == "population" and drawn[0].meta["CANDS"] == 2
     with pytest.raises(ValueError, match="nothing to select on"):
-        blob_model.sample(2, candidates=2, **kw)
+        blob_model.sample(2, candidates=2, guidance_scale=0.0, **kw)
 
 
 def test_guidance_combines_two_predictions_in_one_call():
@@ -253,6 +258,7 @@ def test_user_table_and_unmeasured_rows():
     with pytest.warns(AstroSBGMConditionWarning, match="1 of 8 training images"):
         m.fit(X, bands="grz", steps=1, progress=False, conditions=table)
     assert m.conditions_.n_unmeasured == 1
+    assert np.isnan(m.population_["mag_r"][2])   # drawn unconditionally, as it trained
     assert m.conditions_.low[0] == 19 and m.conditions_.high[0] == 21
     assert "table" in m.conditions_.source
     with pytest.raises(ValueError, match="rows for 8"):
@@ -308,10 +314,15 @@ def test_cli_train_conditions_and_sample_like(tmp_path, capsys):
     best = fits.getheader(tmp_path / "s3" / "sample_000001.fits")
     assert best["CANDS"] == 3 and 0 <= best["CANDIDX"] < 3
     assert best["NFE"] == 3 * header["NFE"]
-    capsys.readouterr()
-    assert cli.main(["sample", "--model", str(out / "model"), "-n", "2", "--candidates",
-                     "2", "-o", str(tmp_path / "s4"), "--quiet"]) != 0
-    assert "--like" in capsys.readouterr().err
+    # without --like: the properties drawn from the training set's, or none at --guidance 0
+    assert cli.main(["sample", "--model", str(out / "model"), "-n", "2", "--steps", "2",
+                     "--candidates", "2", "-o", str(tmp_path / "s4"), "--quiet"]) == 0
+    drawn = fits.getheader(tmp_path / "s4" / "sample_000001.fits")
+    assert drawn["CONDSRC"] == "population" and drawn["CANDS"] == 2
+    assert 0 <= drawn["POPROW"] < 6
+    assert cli.main(["sample", "--model", str(out / "model"), "-n", "1", "--steps", "2",
+                     "--guidance", "0", "-o", str(tmp_path / "s5"), "--quiet"]) == 0
+    assert "CONDV0" not in fits.getheader(tmp_path / "s5" / "sample_000000.fits")
     # an unconditional model refuses --like in one line
     plain = tmp_path / "plain"
     assert cli.main(["train", "--mock", "2", "--size", "32", "--dim", "8", "--dim-mults",
@@ -321,6 +332,9 @@ def test_cli_train_conditions_and_sample_like(tmp_path, capsys):
     assert cli.main(["sample", "--model", str(plain / "model"), "--like", str(cat), "-o",
                      str(tmp_path / "s2"), "--steps", "2", "--quiet"]) != 0
     assert "conditional model" in capsys.readouterr().err
+    assert cli.main(["sample", "--model", str(plain / "model"), "-n", "2", "--candidates",
+                     "2", "-o", str(tmp_path / "s6"), "--quiet"]) != 0
+    assert "stores none" in capsys.readouterr().err
 
 
 def test_inpaint_and_transfer_accept_conditions(two_conditions):
@@ -368,3 +382,97 @@ def test_condition_lr_scale_speeds_up_only_the_new_embedding():
     with pytest.raises(ValueError, match="condition_lr_scale must be > 0"):
         model.set_params(condition_lr_scale=0)
         model.fit(X, bands="grz", steps=1, progress=False, warm_start=True)
+
+
+def test_population_draws_follow_their_rows(blob_model):
+    # without conditions a conditional model draws each galaxy's mag_r from its training
+    # population, then the galaxy under it: the measured magnitudes follow the rows drawn
+    pop = blob_model.population_
+    assert len(pop) == 128 and pop["mag_r"].unit == u.mag
+    train = measure_galaxies(_blobs(128), bands="grz")["mag_r"]
+    np.testing.assert_allclose(pop["mag_r"].value, train.value, rtol=1e-6)
+    out = blob_model.sample(32, steps=10, seed=3, progress=False)
+    rows = np.array([c.meta["POPROW"] for c in out])
+    assert all(c.meta["CONDSRC"] == "population" and c.meta["GUIDANCE"] == 1.0 for c in out)
+    wanted = np.array([c.meta["CONDV0"] for c in out])
+    np.testing.assert_allclose(wanted, pop["mag_r"].value[rows], rtol=1e-6)
+    assert len(np.unique(rows)) > 16   # rows drawn with replacement, uniformly
+    got = np.asarray(measure_galaxies(out)["mag_r"].filled(np.nan))
+    assert spearmanr(wanted, got).correlation > 0.7
+
+
+def test_population_draw_is_a_draw_to_order_of_its_rows(two_conditions):
+    m = two_conditions
+    kw = dict(steps=2, seed=4, progress=False)
+    drawn = m.sample(3, **kw)
+    rows = [c.meta["POPROW"] for c in drawn]
+    # galaxy i's row depends on the seed and i only
+    assert [c.meta["POPROW"] for c in m.sample(5, **kw)][:3] == rows
+    assert m.sample(1, start=2, **kw)[0].meta["POPROW"] == rows[2]
+    assert [c.meta["POPROW"] for c in m.sample(3, **{**kw, "seed": 5})] != rows
+    # ... and the galaxy is the draw to order of that row (same seed, same batch)
+    ordered = m.sample(3, conditions=m.population_[rows], **kw)
+    for a, b in zip(drawn, ordered):
+        np.testing.assert_array_equal(a.data, b.data)
+    # guidance_scale=0 is the unconditional model, whatever the rows
+    free = m.sample(3, guidance_scale=0.0, **kw)
+    assert "CONDSRC" not in free[0].meta and "CONDV0" not in free[0].meta
+    for a, b in zip(free, m.sample(3, conditions=m.population_[rows], guidance_scale=0.0,
+                                   **kw)):
+        np.testing.assert_array_equal(a.data, b.data)
+    # a guided population draw evaluates the network twice per step
+    assert m.sample(2, guidance_scale=2.0, **kw)[0].meta["NFE"] == 4
+
+
+def test_population_saved_replaced_and_thinned(two_conditions, tmp_path, monkeypatch):
+    m = copy.deepcopy(two_conditions)
+    m.save(tmp_path / "m")
+    back = GalaxyDiffusion.load(tmp_path / "m")
+    np.testing.assert_array_equal(back.conditions_.population, m.conditions_.population)
+    assert back.conditions_.to_dict()["population_rows"] == 16
+    # a survey's catalogue as the population: every draw comes from its rows
+    survey = QTable({"mag_r": [19.5, 20.0, 20.5] * u.mag, "r_half": [2.0, 2.5, 3.0] * u.pix,
+                     "id": [7, 8, 9]})
+    assert back.set_population(survey) is back
+    drawn = back.sample(6, steps=2, seed=0, progress=False)
+    assert {c.meta["CONDV0"] for c in drawn} <= {19.5, 20.0, 20.5}
+    np.testing.assert_allclose(back.population_["r_half"].to_value(u.arcsec),
+                               np.array([2.0, 2.5, 3.0]) * back.pixel_scale, rtol=1e-6)
+    back.save(tmp_path / "m2")
+    again = GalaxyDiffusion.load(tmp_path / "m2")
+    assert len(again.population_) == 3
+    # the weights file must hold the population its config describes
+    config = json.loads((tmp_path / "m2" / "config.json").read_text())
+    config["conditions"]["population_rows"] = 4
+    (tmp_path / "m2" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="population of conditions"):
+        GalaxyDiffusion.load(tmp_path / "m2")
+    # a model saved without a population (before it existed) draws unconditionally
+    m.conditions_.population = None
+    assert m.population_ is None
+    plain = m.sample(2, steps=2, seed=1, progress=False)
+    assert "CONDV0" not in plain[0].meta
+    with pytest.raises(ValueError, match="takes 0 .unconditional. or 1"):
+        m.sample(2, steps=2, guidance_scale=2.0, progress=False)
+    # bad populations are refused, with the missing column named
+    with pytest.raises(ValueError, match="r_half"):
+        back.set_population(QTable({"mag_r": [20.0] * u.mag}))
+    with pytest.raises(ValueError, match="no rows"):
+        back.set_population(QTable({"mag_r": [] * u.mag, "r_half": [] * u.arcsec}))
+    with pytest.raises(ValueError, match="needs a conditional model"):
+        _tiny().fit(_blobs(4), bands="grz", steps=1, progress=False).set_population(survey)
+    # a larger population is thinned to a random subset of its rows
+    monkeypatch.setattr(_conditions, "POPULATION_MAX_ROWS", 5)
+    rows = np.column_stack([np.arange(12.0), np.arange(12.0) + 100])
+    m.conditions_.set_population(rows)
+    kept = m.conditions_.population
+    assert kept.shape == (5, 2) and len(np.unique(kept[:, 0])) == 5
+    np.testing.assert_array_equal(kept[:, 1], kept[:, 0] + 100)   # whole rows kept
+
+
+def test_population_rows_are_drawn_uniformly(two_conditions):
+    _, index = two_conditions.conditions_.draw_population(seed=0, start=0, n=1600)
+    counts = np.bincount(index, minlength=16)
+    assert len(counts) == 16
+    # 100 expected per row; a chi-square of 15 degrees of freedom exceeds 37.7 once in 1000
+    assert np.sum((counts - 100.0) ** 2 / 100.0) < 37.7
