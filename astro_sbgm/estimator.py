@@ -1093,7 +1093,7 @@ class GalaxyDiffusion:
         if conditions is not None:
             requested = self._read_request(conditions, n, allow_extra=False,
                                            keyword="conditions")
-        elif self.population_ is not None and guidance_scale != 0.0:
+        elif conditional and self.conditions_.population is not None and guidance_scale != 0:
             # a draw of the whole population: each galaxy's properties from the population
             seed = self._resolve_seed(seed, shard)
             requested, rows = self.conditions_.draw_population(

@@ -110,6 +110,8 @@ def available():
 def export(model_dir, name, card, destination=None, overwrite=False):
     """Write a saved model's weight average as a bundled model (float16).
 
+    A conditional model's population of conditions goes along, in float32.
+
     Parameters
     ----------
     model_dir : str or path
@@ -138,7 +140,7 @@ def export(model_dir, name, card, destination=None, overwrite=False):
     """
     from safetensors.numpy import load_file, save_file
 
-    from ._serialization import EMA_PREFIX   # imports torch: only when exporting
+    from ._serialization import EMA_PREFIX, POPULATION_KEY   # imports torch: only here
 
     if not name or not all(c.isalnum() or c in "-_" for c in name):
         raise ValueError(f"name must be letters, digits, '-' and '_', got {name!r}")
@@ -155,6 +157,8 @@ def export(model_dir, name, card, destination=None, overwrite=False):
            for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
     if not ema:
         raise ValueError(f"{str(w_path)!r} holds no weight average ('ema.' tensors)")
+    if POPULATION_KEY in tensors:   # a conditional model's population, kept in float32
+        ema[POPULATION_KEY] = tensors[POPULATION_KEY]
     config["weights"] = "ema-float16"
     dest = Path(destination) if destination is not None else PRETRAINED_DIR
     out = dest / name

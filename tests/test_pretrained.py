@@ -65,3 +65,17 @@ def test_loaded_model_is_an_ordinary_model(registry, tmp_path):
                progress=False)
     assert loaded.n_steps_ == model.n_steps_ + 2
     loaded.save(tmp_path / "fine-tuned")
+
+
+def test_export_keeps_a_conditional_models_population(tmp_path, monkeypatch):
+    model = GalaxyDiffusion(**TINY, conditions=["mag_r"]).fit(
+        make_trivial_dataset(8, size=16, seed=1), steps=1, progress=False)
+    model.save(tmp_path / "saved")
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path / "registry")
+    pretrained.export(tmp_path / "saved", "tiny-cond", {"description": "conditional"})
+    loaded = GalaxyDiffusion.pretrained("tiny-cond", device="cpu")
+    # the population in float32, exactly; the weights in float16
+    np.testing.assert_array_equal(loaded.conditions_.population, model.conditions_.population)
+    assert loaded.population_["mag_r"].unit == "mag"
+    drawn = loaded.sample(2, steps=2, seed=0, progress=False)
+    assert drawn[1].meta["CONDSRC"] == "population"
