@@ -1200,16 +1200,20 @@ class GalaxyDiffusion:
             For an unconditional model, a catalogue without one of the
             model's conditions (named) or without rows.
         """
-        self._check_fitted()
-        self._require_conditional("sample_like")
-        names = self.conditions_.names
-        # the columns checked (missing ones named, extra ones allowed) and units read
-        n = len(read_conditions(catalogue, names, self.bands_, float(self.pixel_scale),
-                                allow_extra=True, keyword="catalogue"))
-        request = {c: catalogue[c] for c in names}
-        if n == 0:
-            raise ValueError("the catalogue has no rows")
+        n = len(self._read_catalogue(catalogue, "sample_like"))
+        request = {c: catalogue[c] for c in self.conditions_.names}
         return self.sample(n, conditions=request, guidance_scale=guidance_scale, **kwargs)
+
+    def _read_catalogue(self, catalogue, what):
+        """The model's conditions in ``catalogue``: ``(n, k)`` in its units, ``n >= 1``."""
+        self._check_fitted()
+        self._require_conditional(what)
+        # the columns checked (missing ones named, extra ones allowed) and units read
+        values = read_conditions(catalogue, self.conditions_.names, self.bands_,
+                                 float(self.pixel_scale), allow_extra=True, keyword="catalogue")
+        if len(values) == 0:
+            raise ValueError("the catalogue has no rows")
+        return values
 
     @property
     def population_(self):
@@ -1250,12 +1254,7 @@ class GalaxyDiffusion:
             For an unconditional model, a catalogue without one of the
             model's conditions (named) or without rows.
         """
-        self._check_fitted()
-        self._require_conditional("set_population")
-        values = read_conditions(catalogue, self.conditions_.names, self.bands_,
-                                 float(self.pixel_scale), allow_extra=True, keyword="catalogue")
-        if len(values) == 0:
-            raise ValueError("the catalogue has no rows")
+        values = self._read_catalogue(catalogue, "set_population")
         self.conditions_.warn_out_of_range(values, keyword="catalogue")
         self.conditions_.set_population(values, seed=int(self.seed))
         return self
