@@ -586,6 +586,19 @@ def _write_sample_index(out, n, settings):
         header = fits.getheader(out / _sample_name(present[0]))
         table.meta["nfe"] = int(header.get("NFE", -1))
         table.meta["steps"] = int(header.get("NSTEPS", -1))
+        names = []
+        while f"CONDN{len(names)}" in header:
+            names.append(header[f"CONDN{len(names)}"])
+        if names:   # a conditional model's draws: the properties each was drawn with
+            import astropy.units as u
+
+            heads = [header] + [fits.getheader(out / _sample_name(i)) for i in present[1:]]
+            for j, name in enumerate(names):
+                table[f"requested_{name}"] = u.Quantity(
+                    [h.get(f"CONDV{j}", np.nan) for h in heads], header.get(f"CONDU{j}", ""))
+            if "POPROW" in header:
+                table["population_row"] = np.array([h.get("POPROW", -1) for h in heads],
+                                                   dtype=np.int64)
     atomic_write(out / SAMPLE_INDEX,
                  lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
     return table

@@ -320,6 +320,11 @@ def test_cli_train_conditions_and_sample_like(tmp_path, capsys):
     drawn = fits.getheader(tmp_path / "s4" / "sample_000001.fits")
     assert drawn["CONDSRC"] == "population" and drawn["CANDS"] == 2
     assert 0 <= drawn["POPROW"] < 6
+    # the index lists what each galaxy was drawn with
+    index = QTable.read(tmp_path / "s4" / "index.ecsv")
+    assert index["requested_mag_r"].unit == u.mag and index["population_row"][1] == \
+        drawn["POPROW"]
+    assert index["requested_r_half"][1].to_value(u.arcsec) == pytest.approx(drawn["CONDV1"])
     assert cli.main(["sample", "--model", str(out / "model"), "-n", "1", "--steps", "2",
                      "--guidance", "0", "-o", str(tmp_path / "s5"), "--quiet"]) == 0
     assert "CONDV0" not in fits.getheader(tmp_path / "s5" / "sample_000000.fits")
