@@ -438,7 +438,8 @@ def test_population_saved_replaced_and_thinned(two_conditions, tmp_path, monkeyp
     # a survey's catalogue as the population: every draw comes from its rows
     survey = QTable({"mag_r": [19.5, 20.0, 20.5] * u.mag, "r_half": [2.0, 2.5, 3.0] * u.pix,
                      "id": [7, 8, 9]})
-    assert back.set_population(survey) is back
+    with pytest.warns(AstroSBGMConditionWarning, match="r_half.*outside the training range"):
+        assert back.set_population(survey) is back
     drawn = back.sample(6, steps=2, seed=0, progress=False)
     assert {c.meta["CONDV0"] for c in drawn} <= {19.5, 20.0, 20.5}
     np.testing.assert_allclose(back.population_["r_half"].to_value(u.arcsec),
