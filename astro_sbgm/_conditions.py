@@ -339,6 +339,29 @@ class ConditionStats:
         return cls(names, [units[n] for n in names], good.mean(axis=0), std, good.min(axis=0),
                    good.max(axis=0), len(values), int((~ok).sum()), source)
 
+    def extended(self, values, names, bands, source):
+        """Statistics for more conditions: ``names`` starts with `names`.
+
+        The conditions already known keep their standardisation (the
+        network's embedding of them stays valid); the new ones are
+        standardised by the training values ``(n, len(names))``.  The range
+        is that of the new training values, widened to the old range.
+
+        Raises
+        ------
+        ValueError
+            As `fit`, or if ``names`` does not start with this model's names.
+        """
+        k = len(self.names)
+        if tuple(names[:k]) != self.names or len(names) <= k:
+            raise ValueError(f"the conditions {list(names)} do not extend {list(self.names)} "
+                             "(the model's conditions first, then the new ones)")
+        new = type(self).fit(values, names, bands, source)
+        new.mean[:k], new.std[:k] = self.mean, self.std
+        new.low[:k] = np.minimum(new.low[:k], self.low)
+        new.high[:k] = np.maximum(new.high[:k], self.high)
+        return new
+
     def standardise(self, values):
         """``(values - mean) / std`` as float32; NaN rows stay NaN (unconditional)."""
         return ((np.asarray(values, np.float64) - self.mean) / self.std).astype(np.float32)

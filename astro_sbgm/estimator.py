@@ -557,7 +557,11 @@ class GalaxyDiffusion:
             are standardised (mean and standard deviation stored with the
             model); a fine-tune (``warm_start=True``) of a model with the same
             conditions keeps its standardisation, one of an unconditional
-            model gets a new, zero-initialised condition embedding.
+            model gets a new, zero-initialised condition embedding, and one
+            given more conditions (the model's first, then new ones, e.g.
+            ``set_params(conditions=[*model.conditions, 'ellipticity'])``)
+            keeps the old ones' standardisation and learns the new ones from
+            zero weights.
 
         Returns
         -------
@@ -701,15 +705,21 @@ class GalaxyDiffusion:
                                  f"{list(had.names)})")
             self.conditions_ = None
             return None
+        extending = had is not None and tuple(had.names) != tuple(names)
+        if extending and (tuple(names[:len(had.names)]) != tuple(had.names)
+                          or len(names) <= len(had.names)):
+            raise ValueError(f"this model is conditioned on {list(had.names)}, not "
+                             f"{list(names)}; a fine-tune keeps the conditions of the model "
+                             "and may add new ones after them (set_params(conditions="
+                             f"{list(had.names) + ['...']})); train a new model for others")
         if continuing:
-            if had is not None and tuple(had.names) != tuple(names):
-                raise ValueError(f"this model is conditioned on {list(had.names)}, not "
-                                 f"{list(names)}; a fine-tune keeps the conditions of the "
-                                 "model (train a new model for others)")
             if self.net_.cond_dim == 0:
                 seed = int(self.seed)
                 self.net_.add_condition_embedding(len(names), seed=seed)
                 self.ema_net_.add_condition_embedding(len(names), seed=seed)
+            elif self.net_.cond_dim < len(names):   # new conditions, zero weights
+                self.net_.extend_condition_embedding(len(names))
+                self.ema_net_.extend_condition_embedding(len(names))
         if table is not None:
             values = read_conditions(table, names, self.bands_, float(self.pixel_scale), n=n,
                                      allow_extra=True, keyword="fit(conditions=...)")
@@ -734,6 +744,8 @@ class GalaxyDiffusion:
                           "unconditional images", AstroSBGMConditionWarning)
         if saved is not None:
             stats = ConditionStats.from_dict(saved)
+        elif extending:
+            stats = had.extended(values, names, self.bands_, source)
         elif had is not None:
             stats = had
         else:

@@ -73,7 +73,8 @@ def _errors(requested, measured, names):
                      "rms": float(np.sqrt(np.mean(d ** 2))) if d.size else np.nan,
                      "nmad": float(1.4826 * np.median(np.abs(d - med))) if d.size else np.nan,
                      "n": int(ok.sum()), "n_dropped": int((~ok).sum()),
-                     "unit": "fraction" if name == "r_half" else "mag"}
+                     "unit": ("fraction" if name == "r_half" else
+                              "mag" if name.startswith("mag") or "_" in name else "")}
     return out
 
 
@@ -96,7 +97,7 @@ def _floor(n, names, seed):
     cats = []
     for _ in range(2):
         draw = data + rng.normal(size=data.shape) * sigma[None, :, None, None]
-        cats.append(measure_galaxies(draw.astype(np.float32), bands="grz"))
+        cats.append(measure_galaxies(draw.astype(np.float32), bands="grz", morphology=True))
     return _errors(cats[0], cats[1], names), sigma
 
 
@@ -118,7 +119,8 @@ def _figure(path, requested, measured, names, scales):
     import matplotlib.pyplot as plt
 
     labels = {"mag_r": "r magnitude [mag]", "r_half": "R_e [arcsec]", "g_r": "g - r [mag]",
-              "r_z": "r - z [mag]"}
+              "r_z": "r - z [mag]",
+              "ellipticity": "ellipticity"}
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.7))
     colours = {(0.0, 1): "0.6", (1.0, 1): "tab:blue", (2.0, 1): "tab:orange",
                (4.0, 1): "tab:red"}
@@ -172,6 +174,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="run folder (checkpoints, model, results)")
     p.add_argument("--conditions", default="mag_r,r_half,g_r,r_z")
+    p.add_argument("--base", default=None,
+                   help="saved model to fine-tune (default: the bundled model); a "
+                        "conditional one is given the new conditions after its own")
     p.add_argument("--n-train", type=int, default=5000)
     p.add_argument("--steps", type=int, default=100_000, help="fine-tune steps (upper bound)")
     p.add_argument("--minutes", type=float, default=20.0, help="fine-tune wall-clock limit")
@@ -214,22 +219,25 @@ def main(argv=None):
     if not args.skip_train:
         t0 = time.time()
         cache = out / f"train_{args.n_train}.npz"
+        table_file = out / f"train_{args.n_train}.ecsv"
         if cache.exists():
             with np.load(cache) as f:
                 x = f["x"]
-            table = QTable.read(out / f"train_{args.n_train}.ecsv")
         else:
             x = np.stack([c.data for c in make_mock_legacy_survey(
                 args.n_train, size=SIZE, seed=TRAIN_SEED)]).astype(np.float32)
-            table = measure_galaxies(x, bands="grz")   # what fit measures itself, once
-            table = table[names]
             np.savez(cache, x=x)
-            table.write(out / f"train_{args.n_train}.ecsv", overwrite=True)
+        table = QTable.read(table_file) if table_file.exists() else None
+        if table is None or not set(names) <= set(table.colnames):
+            # what fit measures itself, once (morphology: ellipticity, ... can be conditions)
+            table = measure_galaxies(x, bands="grz", morphology=True)[names]
+            table.write(table_file, overwrite=True)
         results["data_seconds"] = round(time.time() - t0, 1)
         if args.prepare_only:
             print(f"training set of {len(x)} cached in {out} ({results['data_seconds']} s)")
             return
-        model = GalaxyDiffusion.pretrained(device="cpu")
+        model = (GalaxyDiffusion.pretrained(device="cpu") if args.base is None
+                 else GalaxyDiffusion.load(args.base, device="cpu"))
         # a call after a stopped one continues its checkpoints (fit(resume=True)); the
         # fine-tune counts from the model its first call began with, which fit saved in
         # every checkpoint's run configuration
@@ -276,7 +284,7 @@ def main(argv=None):
 
     # ------------------------------------------------------------------ held-out requests
     held = make_mock_legacy_survey(args.n_eval, size=SIZE, seed=HELD_OUT_SEED)
-    requested = measure_galaxies(held)
+    requested = measure_galaxies(held, morphology=True)
     ok = np.all([np.isfinite(_values(requested, n)) for n in names], axis=0)
     requested_ok = requested[ok]
     results["n_requests"] = int(ok.sum())
@@ -314,7 +322,8 @@ def main(argv=None):
         if key == "bundled":
             plain = base.sample(int(ok.sum()), seed=0, steps=args.sample_steps,
                                 progress=False)
-            results["bundled_unconditional_sgd"] = _sgd(requested_ok, measure_galaxies(plain))
+            results["bundled_unconditional_sgd"] = _sgd(
+                requested_ok, measure_galaxies(plain, morphology=True))
             results["bundled_seconds"] = round(time.time() - t0, 1)
             print("bundled", json.dumps(results["bundled_unconditional_sgd"]), flush=True)
             report()
@@ -324,7 +333,7 @@ def main(argv=None):
             warnings.simplefilter("ignore", AstroSBGMConditionWarning)
             fakes = model.sample_like(requested_ok, guidance_scale=s, seed=0,
                                       steps=args.sample_steps, progress=False, candidates=k)
-        measured[key] = measure_galaxies(fakes)
+        measured[key] = measure_galaxies(fakes, morphology=True)
         per_scale[key] = {"errors": _errors(requested_ok, measured[key], names),
                           "sgd_vs_catalogue": _sgd(requested_ok, measured[key]),
                           "seconds": round(time.time() - t0, 1),

@@ -482,3 +482,59 @@ def test_population_rows_are_drawn_uniformly(two_conditions):
     assert len(counts) == 16
     # 100 expected per row; a chi-square of 15 degrees of freedom exceeds 37.7 once in 1000
     assert np.sum((counts - 100.0) ** 2 / 100.0) < 37.7
+
+
+def test_fine_tune_adds_conditions_after_the_models_own(tmp_path):
+    import copy
+
+    X = _blobs(16)
+    base = _tiny(conditions=["mag_r"]).fit(X, bands="grz", steps=2, progress=False)
+    start = copy.deepcopy(base)
+    x = torch.randn(2, 3, 16, 16)
+    cond = torch.tensor([[1.0], [-1.0]])
+    with torch.no_grad():
+        before = base.ema_net_(x, 400.0, cond=cond)
+    base.set_params(conditions=["mag_r", "r_half"])
+    base.fit(X, bands="grz", steps=0, progress=False, warm_start=True)
+    assert base.ema_net_.cond_dim == 2 and base.net_.cond_dim == 2
+    with torch.no_grad():   # zero weights for the new entry: the old outputs, whatever it holds
+        after = base.ema_net_(x, 400.0, cond=torch.cat([cond, torch.tensor([[3.0], [-2.0]])], 1))
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    old, new = start.conditions_, base.conditions_
+    assert new.names == ("mag_r", "r_half")
+    # the old condition keeps its standardisation, the new one is standardised by the data
+    assert new.mean[0] == old.mean[0] and new.std[0] == old.std[0]
+    r_half = measure_galaxies(X, bands="grz")["r_half"].to_value(u.arcsec)
+    assert new.mean[1] == pytest.approx(np.mean(r_half), rel=1e-6)
+    assert base.population_["r_half"].to_value(u.arcsec) == pytest.approx(r_half, rel=1e-6)
+    base.fit(X, bands="grz", steps=2, progress=False, warm_start=True)
+    assert base.net_.cond_mlp[0].weight[:, 1].abs().max() > 0   # it learns the new one
+    assert base.sample(1, conditions={"mag_r": 20.5 * u.mag, "r_half": 0.49 * u.arcsec},
+                       steps=2, progress=False)
+
+    # a run of the extended fine-tune resumes from the model it started from
+    run = copy.deepcopy(start).set_params(conditions=["mag_r", "r_half"])
+    run.fit(X, bands="grz", steps=3, progress=False, warm_start=True,
+            checkpoint_dir=tmp_path / "ck", checkpoint_every=1)
+    again = copy.deepcopy(start).set_params(conditions=["mag_r", "r_half"])
+    again.fit(X, bands="grz", steps=3, progress=False, warm_start=True,
+              checkpoint_dir=tmp_path / "ck", resume=True)
+    assert again.n_steps_ == run.n_steps_ == 5
+    for k, v in again.ema_net_.state_dict().items():
+        torch.testing.assert_close(v, run.ema_net_.state_dict()[k], rtol=0, atol=0)
+
+    # other orders and fewer conditions are refused, the model unchanged
+    for names in (["r_half", "mag_r"], ["r_half"]):
+        model = copy.deepcopy(start).set_params(conditions=names)
+        with pytest.raises(ValueError, match="may add new ones after them"):
+            model.fit(X, bands="grz", steps=1, progress=False, warm_start=True)
+
+
+def test_unet_condition_embedding_extension_checks():
+    with pytest.raises(ValueError, match="no condition embedding to extend"):
+        UNet(dim=8, dim_mults=(1, 2)).extend_condition_embedding(2)
+    net = UNet(dim=8, dim_mults=(1, 2), cond_dim=2)
+    with pytest.raises(ValueError, match="larger than the present 2"):
+        net.extend_condition_embedding(2)
+    net.extend_condition_embedding(3)
+    assert net.cond_dim == 3 and UNet.from_config(net.to_config()).cond_dim == 3

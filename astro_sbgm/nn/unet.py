@@ -514,6 +514,44 @@ class UNet(nn.Module):
         self.cond_mlp = cond_mlp.to(device=ref.device, dtype=ref.dtype)
         self._config["cond_dim"] = cond_dim
 
+    def extend_condition_embedding(self, cond_dim):
+        """Lengthen the condition vector of a conditional network (new entries at the end).
+
+        The first layer of the embedding gets zero weights for the new
+        entries, so right after this call the network gives exactly the
+        outputs it gave before for the old entries, whatever the new ones
+        hold (a row with a NaN anywhere stays unconditional); a fine-tune then
+        teaches it the new properties without unlearning the old ones.
+
+        Parameters
+        ----------
+        cond_dim : int
+            The new length of the condition vector, larger than `cond_dim`.
+
+        Raises
+        ------
+        ValueError
+            If the network has no condition embedding (see
+            `add_condition_embedding`), or ``cond_dim`` is not larger than
+            the present length.
+        """
+        cond_dim = check_positive_int("cond_dim", cond_dim)
+        if self.cond_dim == 0:
+            raise ValueError("this UNet has no condition embedding to extend; give it one "
+                             "with add_condition_embedding")
+        if cond_dim <= self.cond_dim:
+            raise ValueError(f"cond_dim must be larger than the present {self.cond_dim} to "
+                             f"extend the condition embedding, got {cond_dim}")
+        old = self.cond_mlp[0]
+        first = nn.Linear(cond_dim, old.out_features)
+        first = first.to(device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            first.weight.zero_()
+            first.weight[:, :old.in_features] = old.weight
+            first.bias.copy_(old.bias)
+        self.cond_mlp[0] = first
+        self._config["cond_dim"] = cond_dim
+
     @property
     def cond_dim(self):
         """int: Length of the condition vector (0: an unconditional network)."""
