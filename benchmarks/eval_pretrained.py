@@ -148,6 +148,9 @@ def main(argv=None):
     p.add_argument("--curve-from", help="JSON of curve points measured before (same n-curve, "
                    "held-out set and sampler; e.g. those of the model a continued run started "
                    "from): checkpoints at steps already measured are skipped")
+    p.add_argument("--steps-before", type=int, default=None,
+                   help="the steps of the model a fine-tune in --run started from (its "
+                   "checkpoints count from 0; default: read from RUN/run.json)")
     p.add_argument("--like", metavar="CATALOGUE",
                    help="conditional model: draw with sample_like from random rows of this "
                    "catalogue of the training galaxies' properties")
@@ -296,7 +299,8 @@ def main(argv=None):
         # checkpoints from 0: the model's steps are those before plus the checkpoint's
         run_info = Path(a.run, "run.json")
         calls = json.loads(run_info.read_text()).get("calls", []) if run_info.exists() else []
-        offset = int(calls[0].get("steps_before", 0)) if calls else 0
+        offset = (a.steps_before if a.steps_before is not None else
+                  int(calls[0].get("steps_before", 0)) if calls else 0)
         for rec in pick:
             info = json.loads(rec.read_text())
             info["step"] = offset + int(info["step"])
