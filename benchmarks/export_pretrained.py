@@ -11,6 +11,14 @@ A run that continued a model (``train_pretrained.py --init-from``) needs
 ``--previous-card``, the card of the model it started from (copy it before the
 export overwrites it): the new card then records the whole history, steps,
 images and training seconds of both runs.
+A model made by conditional fine-tunes of a bundled model
+(``benchmarks/bench_conditional.py --base``) is exported with::
+
+    python benchmarks/export_pretrained.py --model RUN/model --quality QUALITY.json \
+        --previous-card CARD.json --fine-tune RUN1/results.json --fine-tune RUN/results.json
+
+one ``--fine-tune`` per stage (the ``results.json`` of each training call of the
+stage, comma-separated, in order); the card keeps the previous card's stages.
 The weight average is stored as float16 safetensors with the model's JSON
 config and ``card.json`` (`astro_sbgm.pretrained.info`).
 """
